@@ -1,0 +1,2 @@
+//! acme-bridge: an ACME (RFC 8555) client for people who automate.
+#![warn(missing_docs)]
