@@ -8,3 +8,5 @@ pub mod keys;
 pub mod names;
 pub mod protocol;
 pub mod time;
+pub mod error;
+pub mod store;
