@@ -110,6 +110,7 @@ pub struct ChallengeMessage {
     #[serde(flatten)]
     pub challenge: Challenge,
     /// When acme-bridge stops waiting for the reply (RFC 3339, UTC).
+    #[schemars(extend("format" = "date-time"))]
     pub deadline: String,
 }
 
@@ -119,6 +120,7 @@ pub struct Awaiting {
     /// The ids that need a reply.
     pub ids: Vec<String>,
     /// When acme-bridge stops waiting (RFC 3339, UTC).
+    #[schemars(extend("format" = "date-time"))]
     pub deadline: String,
 }
 
@@ -161,8 +163,10 @@ pub struct CertificateMessage {
     /// Serial number, lower-case hex.
     pub serial: String,
     /// Start of validity (RFC 3339, UTC).
+    #[schemars(extend("format" = "date-time"))]
     pub not_before: String,
     /// End of validity (RFC 3339, UTC).
+    #[schemars(extend("format" = "date-time"))]
     pub not_after: String,
     /// `live/NAME/cert.pem`: the certificate alone.
     pub cert_path: String,
