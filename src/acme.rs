@@ -154,14 +154,14 @@ impl Acme {
     /// Reads the server's directory, trusting the system roots plus `ca_bundle`.
     pub async fn connect(directory_url: &str, ca_bundle: Option<&Path>) -> Result<Self, AcmeError> {
         let transport = Transport::new(directory_url, ca_bundle)?;
-        let body = transport
-            .directory()
-            .await
-            .map_err(|e| AcmeError::from_lib(format!("reading the directory {directory_url}"), e))?;
-        let doc: DirectoryDoc = serde_json::from_slice(&body).map_err(|e| AcmeError::Transport {
-            context: format!("reading the directory {directory_url}"),
-            detail: format!("not an ACME directory: {e}"),
+        let body = transport.directory().await.map_err(|e| {
+            AcmeError::from_lib(format!("reading the directory {directory_url}"), e)
         })?;
+        let doc: DirectoryDoc =
+            serde_json::from_slice(&body).map_err(|e| AcmeError::Transport {
+                context: format!("reading the directory {directory_url}"),
+                detail: format!("not an ACME directory: {e}"),
+            })?;
         Ok(Self {
             transport,
             directory_url: directory_url.to_owned(),
@@ -312,8 +312,7 @@ impl PendingOrder {
         let mut out = Vec::new();
         let mut authzs = self.order.authorizations();
         while let Some(handle) = authzs.next().await {
-            let handle =
-                handle.map_err(|e| AcmeError::from_lib("fetching an authorization", e))?;
+            let handle = handle.map_err(|e| AcmeError::from_lib("fetching an authorization", e))?;
             let Identifier::Dns(name) = &handle.identifier().identifier else {
                 return Err(AcmeError::Transport {
                     context: "fetching an authorization".into(),
@@ -437,10 +436,14 @@ impl PendingOrder {
             match state.status {
                 OrderStatus::Valid => break,
                 OrderStatus::Invalid => {
-                    let problem = state.error.as_ref().map(convert_problem).unwrap_or(Problem {
-                        detail: Some("the order became invalid during finalization".into()),
-                        ..Problem::default()
-                    });
+                    let problem = state
+                        .error
+                        .as_ref()
+                        .map(convert_problem)
+                        .unwrap_or(Problem {
+                            detail: Some("the order became invalid during finalization".into()),
+                            ..Problem::default()
+                        });
                     return Err(AcmeError::Problem {
                         context: context.into(),
                         problem,

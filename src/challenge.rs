@@ -323,7 +323,10 @@ mod tests {
             panic!("not http-01")
         };
         assert_eq!(http.url, format!("http://example.com{}", http.path));
-        assert_eq!(http.path, format!("/.well-known/acme-challenge/{}", c.token));
+        assert_eq!(
+            http.path,
+            format!("/.well-known/acme-challenge/{}", c.token)
+        );
         assert_eq!(http.body, c.key_authorization);
     }
 
@@ -333,8 +336,8 @@ mod tests {
         let ChallengeKind::TlsAlpn01 { tls_alpn } = &c.kind else {
             panic!("not tls-alpn-01")
         };
-        let (_, pem) = x509_parser::pem::parse_x509_pem(tls_alpn.certificate_pem.as_bytes())
-            .expect("PEM");
+        let (_, pem) =
+            x509_parser::pem::parse_x509_pem(tls_alpn.certificate_pem.as_bytes()).expect("PEM");
         let cert = pem.parse_x509().expect("certificate");
         let ext = cert
             .extensions()

@@ -28,7 +28,12 @@ struct Cli {
 
     /// Where accounts, certificates and settings live [default: /etc/acme-bridge
     /// for root, else $XDG_CONFIG_HOME/acme-bridge]
-    #[arg(long, global = true, env = "ACME_BRIDGE_CONFIG_DIR", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "ACME_BRIDGE_CONFIG_DIR",
+        value_name = "DIR"
+    )]
     config_dir: Option<PathBuf>,
 
     /// More log output on stderr (-v debug, -vv trace). ACME_BRIDGE_LOG overrides.
@@ -113,7 +118,12 @@ struct IssueArgs {
     mode: ModeArg,
 
     /// ACME directory URL, or `letsencrypt` / `letsencrypt-staging`.
-    #[arg(long, env = "ACME_BRIDGE_SERVER", default_value = "letsencrypt", value_name = "URL")]
+    #[arg(
+        long,
+        env = "ACME_BRIDGE_SERVER",
+        default_value = "letsencrypt",
+        value_name = "URL"
+    )]
     server: String,
 
     /// PEM file of extra roots to trust for the CA's HTTPS endpoint, added to the
@@ -182,7 +192,9 @@ impl IssueArgs {
         }
         for email in &self.email {
             if !email.contains('@') || email.contains(char::is_whitespace) || email.contains(',') {
-                return Err(Error::Config(format!("--email {email:?} is not an address")));
+                return Err(Error::Config(format!(
+                    "--email {email:?} is not an address"
+                )));
             }
         }
         let key_type = match self.key_type {
@@ -194,9 +206,7 @@ impl IssueArgs {
         };
         Ok(IssueRequest {
             server,
-            ca_bundle: self
-                .ca_bundle
-                .map(|p| std::path::absolute(&p).unwrap_or(p)),
+            ca_bundle: self.ca_bundle.map(|p| std::path::absolute(&p).unwrap_or(p)),
             names,
             cert_name,
             challenge_type,
@@ -230,11 +240,13 @@ where
     };
     init_logging(cli.verbose, cli.quiet);
     match cli.command {
-        Command::Schema { document } => print(&match document {
-            SchemaArg::Output => SchemaDocument::Output,
-            SchemaArg::Input => SchemaDocument::Input,
-        }
-        .render()),
+        Command::Schema { document } => print(
+            &match document {
+                SchemaArg::Output => SchemaDocument::Output,
+                SchemaArg::Input => SchemaDocument::Input,
+            }
+            .render(),
+        ),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "acme-bridge", &mut out);
@@ -261,11 +273,16 @@ where
                 Ok(rt) => rt,
                 Err(e) => return fail(&Error::Internal(format!("cannot start the runtime: {e}"))),
             };
-            runtime.block_on(async {
+            let code = runtime.block_on(async {
                 match mode {
-                    ModeArg::Json => issue_with(&request, store_root, JsonSolver::stdio(), "json").await,
+                    ModeArg::Json => {
+                        issue_with(&request, store_root, JsonSolver::stdio(), "json").await
+                    }
                 }
-            })
+            });
+            // A read of stdin may still be blocked in a worker thread: do not wait for it.
+            runtime.shutdown_background();
+            code
         }
     }
 }

@@ -140,7 +140,10 @@ impl Progress {
         for t in self.challenges.iter_mut().filter(|t| !t.cleaned) {
             let (outcome, problem) = verdict(t);
             t.cleaned = true;
-            if let Err(e) = solver.cleanup(&t.challenge, outcome, problem.as_ref()).await {
+            if let Err(e) = solver
+                .cleanup(&t.challenge, outcome, problem.as_ref())
+                .await
+            {
                 tracing::error!("cleanup of {} failed: {e}", t.challenge.id);
             }
         }
@@ -303,7 +306,10 @@ async fn validate(
                 let tracked = progress
                     .find(&id)
                     .ok_or_else(|| Error::Internal(format!("solver reported unknown id {id}")))?;
-                tracing::info!("{} ({id}) is ready; asking the CA to validate", tracked.challenge.domain);
+                tracing::info!(
+                    "{} ({id}) is ready; asking the CA to validate",
+                    tracked.challenge.domain
+                );
                 let url = tracked.authz_url.clone();
                 tracked.answered = true;
                 order.answer(&url, kind).await?;
@@ -336,15 +342,12 @@ async fn validate(
                     }
                 })
                 .await;
-            let failed = progress
-                .challenges
-                .iter()
-                .find_map(|t| {
-                    verdicts
-                        .iter()
-                        .find(|(url, _)| *url == t.authz_url)
-                        .map(|(_, p)| (t, p))
-                });
+            let failed = progress.challenges.iter().find_map(|t| {
+                verdicts
+                    .iter()
+                    .find(|(url, _)| *url == t.authz_url)
+                    .map(|(_, p)| (t, p))
+            });
             Err(match failed {
                 Some((t, problem)) => Error::ChallengeInvalid {
                     id: t.challenge.id.clone(),

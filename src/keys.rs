@@ -88,8 +88,12 @@ impl FromStr for KeyType {
 /// A DER CSR for `names`, signed by `key`. The subject's common name is the first
 /// name when it fits (64 characters), as certbot does; every name is a SAN.
 pub fn csr_der(key: &KeyPair, names: &[DomainName]) -> Result<Vec<u8>, rcgen::Error> {
-    let mut params =
-        CertificateParams::new(names.iter().map(|n| n.as_str().to_owned()).collect::<Vec<_>>())?;
+    let mut params = CertificateParams::new(
+        names
+            .iter()
+            .map(|n| n.as_str().to_owned())
+            .collect::<Vec<_>>(),
+    )?;
     let mut dn = DistinguishedName::new();
     if let Some(first) = names.first().filter(|n| n.as_str().len() <= 64) {
         dn.push(DnType::CommonName, first.as_str());
@@ -123,9 +127,12 @@ mod tests {
                 .into_iter()
                 .flatten()
                 .filter_map(|e| match e {
-                    x509_parser::extensions::ParsedExtension::SubjectAlternativeName(san) => {
-                        Some(san.general_names.iter().map(|g| g.to_string()).collect::<Vec<_>>())
-                    }
+                    x509_parser::extensions::ParsedExtension::SubjectAlternativeName(san) => Some(
+                        san.general_names
+                            .iter()
+                            .map(|g| g.to_string())
+                            .collect::<Vec<_>>(),
+                    ),
                     _ => None,
                 })
                 .flatten()

@@ -24,7 +24,9 @@ impl DomainName {
             return Err(err("the name is empty"));
         }
         if trimmed.parse::<std::net::IpAddr>().is_ok() {
-            return Err(err("IP address identifiers are not supported; use a DNS name"));
+            return Err(err(
+                "IP address identifiers are not supported; use a DNS name",
+            ));
         }
         let (wildcard, base) = match trimmed.strip_prefix("*.") {
             Some(base) => (true, base),
@@ -125,8 +127,12 @@ mod tests {
 
     #[test]
     fn names_are_normalised_and_deduplicated() {
-        let names = parse_all(&["Example.COM.", "www.example.com,example.com", "*.Example.com"])
-            .unwrap();
+        let names = parse_all(&[
+            "Example.COM.",
+            "www.example.com,example.com",
+            "*.Example.com",
+        ])
+        .unwrap();
         let names: Vec<_> = names.iter().map(DomainName::as_str).collect();
         assert_eq!(names, ["example.com", "www.example.com", "*.example.com"]);
     }

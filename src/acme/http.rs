@@ -149,7 +149,9 @@ impl Transport {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     async fn send(&self, req: Request<BodyWrapper<Bytes>>) -> Result<BytesResponse, AcmeError> {
@@ -289,7 +291,9 @@ mod tests {
         assert!(wait <= Duration::from_secs(3) && wait > Duration::from_secs(1));
         let date = parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
         assert_eq!(
-            date.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(),
+            date.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
             784_111_777
         );
         assert!(parse_retry_after("soon").is_none());
@@ -297,7 +301,8 @@ mod tests {
 
     #[test]
     fn the_nonce_is_read_from_the_protected_header() {
-        let protected = BASE64_URL_SAFE_NO_PAD.encode(br#"{"alg":"ES256","nonce":"abc","url":"u"}"#);
+        let protected =
+            BASE64_URL_SAFE_NO_PAD.encode(br#"{"alg":"ES256","nonce":"abc","url":"u"}"#);
         let body = format!(r#"{{"protected":"{protected}","payload":"","signature":"x"}}"#);
         assert_eq!(jws_nonce(body.as_bytes()).as_deref(), Some("abc"));
         assert_eq!(jws_nonce(b"not json"), None);

@@ -8,8 +8,8 @@ use super::{Deadline, Issued, Readiness, RunInfo, Solver};
 use crate::challenge::Challenge;
 use crate::error::Error;
 use crate::protocol::{
-    Awaiting, CertificateMessage, ChallengeMessage, Cleanup, ErrorKind, ErrorMessage, Hello,
-    Input, Outcome, Output, PROTOCOL_VERSION, Problem,
+    Awaiting, CertificateMessage, ChallengeMessage, Cleanup, ErrorKind, ErrorMessage, Hello, Input,
+    Outcome, Output, PROTOCOL_VERSION, Problem,
 };
 
 /// The longest input line accepted; longer lines are reported and skipped.
