@@ -164,12 +164,12 @@ impl IssueArgs {
             ChallengeArg::Http01 => ChallengeType::Http01,
             ChallengeArg::TlsAlpn01 => ChallengeType::TlsAlpn01,
         };
-        if challenge_type != ChallengeType::Dns01 {
-            if let Some(wild) = names.iter().find(|n| n.is_wildcard()) {
-                return Err(Error::Config(format!(
-                    "{wild} is a wildcard: CAs validate wildcards only with dns-01 (use --challenge dns-01)"
-                )));
-            }
+        if challenge_type != ChallengeType::Dns01
+            && let Some(wild) = names.iter().find(|n| n.is_wildcard())
+        {
+            return Err(Error::Config(format!(
+                "{wild} is a wildcard: CAs validate wildcards only with dns-01 (use --challenge dns-01)"
+            )));
         }
         let cert_name = CertName::new(self.cert_name.as_deref().unwrap_or(first.base()))?;
         let server = match self.server.as_str() {
@@ -182,13 +182,13 @@ impl IssueArgs {
                 )));
             }
         };
-        if let Some(bundle) = &self.ca_bundle {
-            if !bundle.is_file() {
-                return Err(Error::Config(format!(
-                    "--ca-bundle {} is not a readable file",
-                    bundle.display()
-                )));
-            }
+        if let Some(bundle) = &self.ca_bundle
+            && !bundle.is_file()
+        {
+            return Err(Error::Config(format!(
+                "--ca-bundle {} is not a readable file",
+                bundle.display()
+            )));
         }
         for email in &self.email {
             if !email.contains('@') || email.contains(char::is_whitespace) || email.contains(',') {

@@ -46,7 +46,7 @@ pub enum Error {
         /// Its name.
         domain: String,
         /// The CA's problem document.
-        problem: Problem,
+        problem: Box<Problem>,
     },
     /// No reply came in time.
     #[error("no reply for {ids} within {seconds}s (--timeout); the challenges were not answered")]
@@ -108,7 +108,7 @@ impl Error {
     pub fn problem(&self) -> Option<&Problem> {
         match self {
             Self::Acme(e) => e.problem(),
-            Self::ChallengeInvalid { problem, .. } => Some(problem),
+            Self::ChallengeInvalid { problem, .. } => Some(problem.as_ref()),
             _ => None,
         }
     }

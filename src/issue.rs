@@ -217,12 +217,12 @@ async fn account(req: &IssueRequest, store: &Store, acme: &Acme) -> Result<Sessi
         tracing::debug!(account = session.account_url(), "using the stored account");
         return Ok(session);
     }
-    if let Some(terms) = &acme.meta().terms_of_service {
-        if !req.agree_tos {
-            return Err(Error::Config(format!(
-                "the CA requires agreeing to its terms of service before an account is created: {terms} — read them and pass --agree-tos"
-            )));
-        }
+    if let Some(terms) = &acme.meta().terms_of_service
+        && !req.agree_tos
+    {
+        return Err(Error::Config(format!(
+            "the CA requires agreeing to its terms of service before an account is created: {terms} — read them and pass --agree-tos"
+        )));
     }
     let contact: Vec<String> = req.email.iter().map(|e| format!("mailto:{e}")).collect();
     let (session, stored) = acme.create_account(&contact, req.agree_tos).await?;
@@ -352,12 +352,12 @@ async fn validate(
                 Some((t, problem)) => Error::ChallengeInvalid {
                     id: t.challenge.id.clone(),
                     domain: t.challenge.domain.clone(),
-                    problem: problem.clone(),
+                    problem: Box::new(problem.clone()),
                 },
                 None => Error::ChallengeInvalid {
                     id: String::new(),
                     domain: req.names[0].to_string(),
-                    problem: order_problem.unwrap_or_default(),
+                    problem: Box::new(order_problem.unwrap_or_default()),
                 },
             })
         }

@@ -190,10 +190,10 @@ impl Transport {
         }
         if req.method() == Method::HEAD {
             let mut state = self.lock();
-            if state.new_nonce_url.as_deref() == Some(url.as_str()) {
-                if let Some(nonce) = state.nonces.pop() {
-                    return Ok(local_response(StatusCode::OK, Some(nonce), Bytes::new()));
-                }
+            if state.new_nonce_url.as_deref() == Some(url.as_str())
+                && let Some(nonce) = state.nonces.pop()
+            {
+                return Ok(local_response(StatusCode::OK, Some(nonce), Bytes::new()));
             }
         }
         if req.method() == Method::POST {
