@@ -179,6 +179,11 @@ impl Acme {
         self.transport.requests()
     }
 
+    /// Connections opened so far.
+    pub fn connections(&self) -> u32 {
+        self.transport.connections()
+    }
+
     /// Uses a stored account.
     pub async fn load_account(&self, stored: StoredAccount) -> Result<Session, AcmeError> {
         let account = Account::builder_with_http(Box::new(self.transport.clone()))

@@ -202,7 +202,11 @@ pub async fn issue(
         chain.info.serial,
         crate::time::rfc3339(chain.info.not_after)
     );
-    tracing::debug!(requests = acme.requests(), "ACME requests sent");
+    tracing::debug!(
+        requests = acme.requests(),
+        connections = acme.connections(),
+        "ACME traffic"
+    );
     Ok(Issued {
         domains: req.domains(),
         lineage,

@@ -5,14 +5,16 @@
 //! - Every `Replay-Nonce` the CA hands out is kept until a request spends it, so a
 //!   `HEAD newNonce` is only sent when no unspent nonce is left ([RFC 8555 §7.2]).
 //! - `Retry-After` of the last response is remembered for polite polling.
-//! - Requests are counted for the benchmark and the debug log.
+//! - Requests and new connections are counted for the benchmark and the debug log.
 //!
 //! [RFC 8555 §7.2]: https://www.rfc-editor.org/rfc/rfc8555#section-7.2
 
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
@@ -46,7 +48,8 @@ pub enum TransportError {
 /// A shared HTTPS client for one ACME server. Cheap to clone.
 #[derive(Clone)]
 pub struct Transport {
-    client: HyperClient<HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>,
+    client: HyperClient<Counting<HttpsConnector<HttpConnector>>, BodyWrapper<Bytes>>,
+    connections: Arc<AtomicU32>,
     state: Arc<Mutex<State>>,
 }
 
@@ -97,11 +100,16 @@ impl Transport {
             .enable_http1()
             .enable_http2()
             .build();
+        let connections = Arc::new(AtomicU32::new(0));
         let client = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+            .build(Counting {
+                inner: connector,
+                count: connections.clone(),
+            });
         Ok(Self {
             client,
+            connections,
             state: Arc::new(Mutex::new(State {
                 directory_url: directory_url.to_owned(),
                 ..State::default()
@@ -146,6 +154,11 @@ impl Transport {
     /// Requests sent over the network so far.
     pub fn requests(&self) -> u32 {
         self.lock().requests
+    }
+
+    /// Connections opened so far.
+    pub fn connections(&self) -> u32 {
+        self.connections.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -221,6 +234,28 @@ impl instant_acme::HttpClient for Transport {
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, AcmeError>> + Send>> {
         let this = self.clone();
         Box::pin(async move { this.handle(req).await })
+    }
+}
+
+/// A connector that counts the connections it opens.
+#[derive(Clone)]
+struct Counting<C> {
+    inner: C,
+    count: Arc<AtomicU32>,
+}
+
+impl<C: tower_service::Service<http::Uri>> tower_service::Service<http::Uri> for Counting<C> {
+    type Response = C::Response;
+    type Error = C::Error;
+    type Future = C::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.inner.call(uri)
     }
 }
 
