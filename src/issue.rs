@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::keys::{self, KeyType};
 use crate::names::DomainName;
 use crate::protocol::{Outcome, Problem};
-use crate::solver::{Deadline, Issued, Readiness, RunInfo, Solver};
+use crate::solver::{Deadline, Done, Issued, Readiness, RunInfo, Solver};
 use crate::store::{CertName, CertificateFiles, Store};
 
 /// A validated request for a certificate.
@@ -119,33 +119,49 @@ impl Progress {
     /// an unknown outcome, the others as never validated. Errors are logged: cleanup
     /// must reach every challenge.
     pub async fn cleanup_rest(&mut self, solver: &mut impl Solver) {
-        for t in self.challenges.iter_mut().filter(|t| !t.cleaned) {
+        self.cleanup_with(solver, |t| {
             let outcome = if t.answered {
                 Outcome::Unknown
             } else {
                 Outcome::NotValidated
             };
-            t.cleaned = true;
-            if let Err(e) = solver.cleanup(&t.challenge, outcome, None).await {
-                tracing::error!("cleanup of {} failed: {e}", t.challenge.id);
-            }
-        }
+            (outcome, None)
+        })
+        .await;
     }
 
+    /// Cleans up every challenge not cleaned up yet, in one call to the solver.
     async fn cleanup_with(
         &mut self,
         solver: &mut impl Solver,
         verdict: impl Fn(&Tracked) -> (Outcome, Option<Problem>),
     ) {
-        for t in self.challenges.iter_mut().filter(|t| !t.cleaned) {
-            let (outcome, problem) = verdict(t);
-            t.cleaned = true;
-            if let Err(e) = solver
-                .cleanup(&t.challenge, outcome, problem.as_ref())
-                .await
-            {
-                tracing::error!("cleanup of {} failed: {e}", t.challenge.id);
-            }
+        let verdicts: Vec<(usize, Outcome, Option<Problem>)> = self
+            .challenges
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| !t.cleaned)
+            .map(|(i, t)| {
+                let (outcome, problem) = verdict(t);
+                (i, outcome, problem)
+            })
+            .collect();
+        if verdicts.is_empty() {
+            return;
+        }
+        let done: Vec<Done<'_>> = verdicts
+            .iter()
+            .map(|(i, outcome, problem)| Done {
+                challenge: &self.challenges[*i].challenge,
+                outcome: *outcome,
+                problem: problem.as_ref(),
+            })
+            .collect();
+        if let Err(e) = solver.cleanup(&done).await {
+            tracing::error!("cleanup failed: {e}");
+        }
+        for (i, _, _) in verdicts {
+            self.challenges[i].cleaned = true;
         }
     }
 

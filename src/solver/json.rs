@@ -4,12 +4,12 @@ use std::collections::BTreeSet;
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{Deadline, Issued, Readiness, RunInfo, Solver};
+use super::{Deadline, Done, Issued, Readiness, RunInfo, Solver};
 use crate::challenge::Challenge;
 use crate::error::Error;
 use crate::protocol::{
     Awaiting, CertificateMessage, ChallengeMessage, Cleanup, ErrorKind, ErrorMessage, Hello, Input,
-    Outcome, Output, PROTOCOL_VERSION, Problem,
+    Output, PROTOCOL_VERSION,
 };
 
 /// The longest input line accepted; longer lines are reported and skipped.
@@ -242,18 +242,16 @@ impl<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin> Solver for JsonSolver<R, W>
         }
     }
 
-    async fn cleanup(
-        &mut self,
-        challenge: &Challenge,
-        outcome: Outcome,
-        problem: Option<&Problem>,
-    ) -> Result<(), Error> {
-        self.send(&Output::Cleanup(Cleanup {
-            challenge: challenge.clone(),
-            outcome,
-            problem: problem.cloned(),
-        }))
-        .await
+    async fn cleanup(&mut self, done: &[Done<'_>]) -> Result<(), Error> {
+        for d in done {
+            self.send(&Output::Cleanup(Cleanup {
+                challenge: d.challenge.clone(),
+                outcome: d.outcome,
+                problem: d.problem.cloned(),
+            }))
+            .await?;
+        }
+        Ok(())
     }
 
     async fn finish(&mut self, result: Result<&Issued, &Error>) -> Result<(), Error> {

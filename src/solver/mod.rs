@@ -65,6 +65,17 @@ pub enum Readiness {
     },
 }
 
+/// A challenge being cleaned up, with what became of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Done<'a> {
+    /// The challenge as presented.
+    pub challenge: &'a Challenge,
+    /// What the CA made of it.
+    pub outcome: Outcome,
+    /// The CA's problem document, for `Invalid`.
+    pub problem: Option<&'a Problem>,
+}
+
 /// A stored certificate, as announced at the end of a run.
 #[derive(Debug, Clone)]
 pub struct Issued {
@@ -92,13 +103,11 @@ pub trait Solver {
     /// `deadline`.
     async fn next_ready(&mut self, deadline: &Deadline) -> Result<Readiness, Error>;
 
-    /// Removes what was presented for `challenge`.
-    async fn cleanup(
-        &mut self,
-        challenge: &Challenge,
-        outcome: Outcome,
-        problem: Option<&Problem>,
-    ) -> Result<(), Error>;
+    /// Removes what was presented, for every challenge in `done` at once (modes that
+    /// batch, like dehydrated's chained hooks, make one call). Called once per
+    /// challenge over a run, also after a failure, a timeout or a signal; an error
+    /// is logged and does not stop the cleanup of the others.
+    async fn cleanup(&mut self, done: &[Done<'_>]) -> Result<(), Error>;
 
     /// Announces how the run ended. Called once, last.
     async fn finish(&mut self, result: Result<&Issued, &Error>) -> Result<(), Error>;
