@@ -64,6 +64,16 @@ pub enum AcmeError {
         /// How long we waited.
         limit: Duration,
     },
+    /// The CA is rate-limiting this account or these names.
+    #[error("{context}: rate limited by the CA: {problem}{}", .retry_at.as_ref().map(|t| format!(" — it asks to retry after {t}")).unwrap_or_default())]
+    RateLimited {
+        /// What we asked for.
+        context: String,
+        /// The CA's answer.
+        problem: Problem,
+        /// When the CA said to try again (RFC 3339), from `Retry-After`.
+        retry_at: Option<String>,
+    },
     /// The trust roots could not be set up.
     #[error(transparent)]
     Setup(#[from] TransportError),
@@ -73,7 +83,7 @@ impl AcmeError {
     /// The CA's problem document, when there is one.
     pub fn problem(&self) -> Option<&Problem> {
         match self {
-            Self::Problem { problem, .. } => Some(problem),
+            Self::Problem { problem, .. } | Self::RateLimited { problem, .. } => Some(problem),
             _ => None,
         }
     }
@@ -154,9 +164,8 @@ impl Acme {
     /// Reads the server's directory, trusting the system roots plus `ca_bundle`.
     pub async fn connect(directory_url: &str, ca_bundle: Option<&Path>) -> Result<Self, AcmeError> {
         let transport = Transport::new(directory_url, ca_bundle)?;
-        let body = transport.directory().await.map_err(|e| {
-            AcmeError::from_lib(format!("reading the directory {directory_url}"), e)
-        })?;
+        let context = format!("reading the directory {directory_url}");
+        let body = retry(&transport, &context, async || transport.directory().await).await?;
         let doc: DirectoryDoc =
             serde_json::from_slice(&body).map_err(|e| AcmeError::Transport {
                 context: format!("reading the directory {directory_url}"),
@@ -205,18 +214,17 @@ impl Acme {
         agree_to_terms: bool,
     ) -> Result<(Session, StoredAccount), AcmeError> {
         let contact_refs: Vec<&str> = contact.iter().map(String::as_str).collect();
-        let (account, credentials) = Account::builder_with_http(Box::new(self.transport.clone()))
-            .create(
-                &NewAccount {
-                    contact: &contact_refs,
-                    terms_of_service_agreed: agree_to_terms,
-                    only_return_existing: false,
-                },
-                self.directory_url.clone(),
-                None,
-            )
-            .await
-            .map_err(|e| AcmeError::from_lib("registering an account", e))?;
+        let new_account = NewAccount {
+            contact: &contact_refs,
+            terms_of_service_agreed: agree_to_terms,
+            only_return_existing: false,
+        };
+        let (account, credentials) = retry(&self.transport, "registering an account", async || {
+            Account::builder_with_http(Box::new(self.transport.clone()))
+                .create(&new_account, self.directory_url.clone(), None)
+                .await
+        })
+        .await?;
         let stored = StoredAccount {
             url: account.id().to_owned(),
             directory: self.directory_url.clone(),
@@ -261,11 +269,11 @@ impl Session {
             .iter()
             .map(|n| Identifier::Dns(n.as_str().to_owned()))
             .collect();
-        let order = self
-            .account
-            .new_order(&NewOrder::new(&identifiers))
-            .await
-            .map_err(|e| AcmeError::from_lib("creating the order", e))?;
+        let new_order = NewOrder::new(&identifiers);
+        let order = retry(&self.transport, "creating the order", async || {
+            self.account.new_order(&new_order).await
+        })
+        .await?;
         tracing::info!(url = order.url(), "order created");
         Ok(PendingOrder {
             order,
@@ -314,29 +322,31 @@ impl PendingOrder {
 
     /// Fetches every authorization of the order.
     pub async fn authorizations(&mut self) -> Result<Vec<Authz>, AcmeError> {
-        let mut out = Vec::new();
-        let mut authzs = self.order.authorizations();
-        while let Some(handle) = authzs.next().await {
-            let handle = handle.map_err(|e| AcmeError::from_lib("fetching an authorization", e))?;
-            let Identifier::Dns(name) = &handle.identifier().identifier else {
-                return Err(AcmeError::Transport {
-                    context: "fetching an authorization".into(),
-                    detail: "the CA returned a non-DNS identifier".into(),
+        retry(&self.transport, "fetching the authorizations", async || {
+            let mut out = Vec::new();
+            let mut authzs = self.order.authorizations();
+            while let Some(handle) = authzs.next().await {
+                let handle = handle?;
+                let Identifier::Dns(name) = &handle.identifier().identifier else {
+                    return Err(instant_acme::Error::Str(
+                        "the CA returned a non-DNS identifier",
+                    ));
+                };
+                out.push(Authz {
+                    url: handle.url().to_owned(),
+                    identifier: name.clone(),
+                    wildcard: handle.wildcard,
+                    valid: handle.status == AuthorizationStatus::Valid,
+                    challenges: handle
+                        .challenges
+                        .iter()
+                        .filter_map(|c| Some((from_lib_type(&c.r#type)?, c.token.clone())))
+                        .collect(),
                 });
-            };
-            out.push(Authz {
-                url: handle.url().to_owned(),
-                identifier: name.clone(),
-                wildcard: handle.wildcard,
-                valid: handle.status == AuthorizationStatus::Valid,
-                challenges: handle
-                    .challenges
-                    .iter()
-                    .filter_map(|c| Some((from_lib_type(&c.r#type)?, c.token.clone())))
-                    .collect(),
-            });
-        }
-        Ok(out)
+            }
+            Ok(out)
+        })
+        .await
     }
 
     /// Tells the CA the challenge of `kind` in authorization `authz_url` is ready
@@ -344,48 +354,43 @@ impl PendingOrder {
     ///
     /// [RFC 8555 §7.5.1]: https://www.rfc-editor.org/rfc/rfc8555#section-7.5.1
     pub async fn answer(&mut self, authz_url: &str, kind: ChallengeType) -> Result<(), AcmeError> {
-        let context = || format!("answering the {kind} challenge of {authz_url}");
-        let mut authzs = self.order.authorizations();
-        while let Some(handle) = authzs.next().await {
-            let mut handle = handle.map_err(|e| AcmeError::from_lib(context(), e))?;
-            if handle.url() != authz_url {
-                continue;
+        let context = format!("answering the {kind} challenge of {authz_url}");
+        retry(&self.transport, &context, async || {
+            let mut authzs = self.order.authorizations();
+            while let Some(handle) = authzs.next().await {
+                let mut handle = handle?;
+                if handle.url() != authz_url {
+                    continue;
+                }
+                let Some(mut challenge) = handle.challenge(to_lib_type(kind)) else {
+                    break;
+                };
+                return challenge.set_ready().await;
             }
-            let Some(mut challenge) = handle.challenge(to_lib_type(kind)) else {
-                break;
-            };
-            return challenge
-                .set_ready()
-                .await
-                .map_err(|e| AcmeError::from_lib(context(), e));
-        }
-        Err(AcmeError::Transport {
-            context: context(),
-            detail: "the order no longer has this challenge".into(),
+            Err(instant_acme::Error::Str(
+                "the order no longer has this challenge",
+            ))
         })
+        .await
     }
 
     /// Polls the order until it is ready or invalid, politely: backing off and
     /// honouring `Retry-After`.
     pub async fn wait_validated(&mut self) -> Result<OrderOutcome, AcmeError> {
         let context = "waiting for the CA to validate";
-        let mut poll = Poll::new(&self.transport);
+        let mut poll = Poll::new(self.transport.clone());
         loop {
             poll.wait(context).await?;
-            let state = self
-                .order
-                .refresh()
-                .await
-                .map_err(|e| AcmeError::from_lib(context, e))?;
-            match state.status {
+            let (status, error) = retry(&self.transport, context, async || {
+                let state = self.order.refresh().await?;
+                Ok((state.status, state.error.as_ref().map(convert_problem)))
+            })
+            .await?;
+            match status {
                 OrderStatus::Ready | OrderStatus::Processing | OrderStatus::Valid => {
                     return Ok(OrderOutcome::Ready);
                 }
-                OrderStatus::Invalid => {
-                    return Ok(OrderOutcome::Invalid(
-                        state.error.as_ref().map(convert_problem),
-                    ));
-                }
+                OrderStatus::Invalid => return Ok(OrderOutcome::Invalid(error)),
                 OrderStatus::Pending => {}
             }
         }
@@ -394,35 +399,33 @@ impl PendingOrder {
     /// After an invalid order: the problem of each failed challenge, by
     /// authorization URL.
     pub async fn challenge_problems(&mut self) -> Result<Vec<(String, Problem)>, AcmeError> {
-        let mut out = Vec::new();
-        let mut authzs = self.order.authorizations();
-        while let Some(handle) = authzs.next().await {
-            let mut handle =
-                handle.map_err(|e| AcmeError::from_lib("reading an authorization", e))?;
-            let url = handle.url().to_owned();
-            let state = handle
-                .refresh()
-                .await
-                .map_err(|e| AcmeError::from_lib("reading an authorization", e))?;
-            let problem = state
-                .challenges
-                .iter()
-                .find_map(|c| c.error.as_ref())
-                .map(convert_problem);
-            match (state.status, problem) {
-                (_, Some(problem)) => out.push((url, problem)),
-                (AuthorizationStatus::Invalid, None) => out.push((
-                    url,
-                    Problem {
-                        kind: None,
-                        detail: Some("the CA marked the authorization invalid".into()),
-                        ..Problem::default()
-                    },
-                )),
-                _ => {}
+        retry(&self.transport, "reading the authorizations", async || {
+            let mut out = Vec::new();
+            let mut authzs = self.order.authorizations();
+            while let Some(handle) = authzs.next().await {
+                let mut handle = handle?;
+                let url = handle.url().to_owned();
+                let state = handle.refresh().await?;
+                let problem = state
+                    .challenges
+                    .iter()
+                    .find_map(|c| c.error.as_ref())
+                    .map(convert_problem);
+                match (state.status, problem) {
+                    (_, Some(problem)) => out.push((url, problem)),
+                    (AuthorizationStatus::Invalid, None) => out.push((
+                        url,
+                        Problem {
+                            detail: Some("the CA marked the authorization invalid".into()),
+                            ..Problem::default()
+                        },
+                    )),
+                    _ => {}
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
+        .await
     }
 
     /// Sends the CSR ([RFC 8555 §7.4]), waits for issuance and downloads the chain
@@ -430,12 +433,12 @@ impl PendingOrder {
     ///
     /// [RFC 8555 §7.4]: https://www.rfc-editor.org/rfc/rfc8555#section-7.4
     pub async fn finalize(&mut self, csr_der: &[u8]) -> Result<String, AcmeError> {
-        self.order
-            .finalize_csr(csr_der)
-            .await
-            .map_err(|e| AcmeError::from_lib("finalizing the order", e))?;
+        retry(&self.transport, "finalizing the order", async || {
+            self.order.finalize_csr(csr_der).await
+        })
+        .await?;
         let context = "waiting for the certificate";
-        let mut poll = Poll::new(&self.transport);
+        let mut poll = Poll::new(self.transport.clone());
         loop {
             let state = self.order.state();
             match state.status {
@@ -457,32 +460,112 @@ impl PendingOrder {
                 _ => {}
             }
             poll.wait(context).await?;
-            self.order
-                .refresh()
-                .await
-                .map_err(|e| AcmeError::from_lib(context, e))?;
-        }
-        self.order
-            .certificate()
-            .await
-            .map_err(|e| AcmeError::from_lib("downloading the certificate", e))?
-            .ok_or_else(|| AcmeError::Transport {
-                context: "downloading the certificate".into(),
-                detail: "the CA returned no certificate".into(),
+            retry(&self.transport, context, async || {
+                self.order.refresh().await.map(|_| ())
             })
+            .await?;
+        }
+        retry(&self.transport, "downloading the certificate", async || {
+            self.order.certificate().await
+        })
+        .await?
+        .ok_or_else(|| AcmeError::Transport {
+            context: "downloading the certificate".into(),
+            detail: "the CA returned no certificate".into(),
+        })
+    }
+}
+
+/// How often a request the CA rejected with `badNonce` is sent again. A rejected
+/// request was not processed, so repeating it is always safe ([RFC 8555 §6.5]).
+///
+/// [RFC 8555 §6.5]: https://www.rfc-editor.org/rfc/rfc8555#section-6.5
+const BAD_NONCE_RETRIES: u32 = 10;
+/// How often a request is repeated after a 5xx or 408 answer or a network failure.
+const SERVER_RETRIES: u32 = 4;
+/// First wait after a server error; doubled each time unless the CA names one.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+/// The longest `Retry-After` honoured for a retry; longer means: give up now.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
+
+/// Runs one ACME operation, repeating it after `badNonce` (at once), after server
+/// errors and network failures (backing off, honouring `Retry-After`). A rate limit
+/// is not retried: it is reported with the time the CA names.
+async fn retry<T>(
+    transport: &Transport,
+    context: &str,
+    mut op: impl AsyncFnMut() -> Result<T, instant_acme::Error>,
+) -> Result<T, AcmeError> {
+    let mut bad_nonces = 0;
+    let mut failures = 0;
+    let mut backoff = FIRST_RETRY;
+    loop {
+        let err = match op().await {
+            Ok(value) => return Ok(value),
+            Err(err) => AcmeError::from_lib(context, err),
+        };
+        let (kind, status) = match &err {
+            AcmeError::Problem { problem, .. } => (
+                problem
+                    .kind
+                    .as_deref()
+                    .and_then(|k| k.strip_prefix("urn:ietf:params:acme:error:")),
+                problem.status,
+            ),
+            _ => (None, None),
+        };
+        if kind == Some("badNonce") && bad_nonces < BAD_NONCE_RETRIES {
+            bad_nonces += 1;
+            tracing::debug!("{context}: the CA rejected the nonce; sending again");
+            continue;
+        }
+        if let AcmeError::Problem { context, problem } = &err
+            && (kind == Some("rateLimited") || status == Some(429))
+        {
+            let retry_at = transport.retry_after().map(|wait| {
+                crate::time::rfc3339(
+                    time::OffsetDateTime::now_utc()
+                        + time::Duration::try_from(wait).unwrap_or(time::Duration::ZERO),
+                )
+            });
+            return Err(AcmeError::RateLimited {
+                context: context.clone(),
+                problem: problem.clone(),
+                retry_at,
+            });
+        }
+        let transient = match &err {
+            AcmeError::Transport { .. } => true,
+            AcmeError::Problem { .. } => {
+                status.is_some_and(|s| s >= 500 || s == 408) || kind == Some("serverInternal")
+            }
+            _ => false,
+        };
+        if !transient || failures >= SERVER_RETRIES {
+            return Err(err);
+        }
+        failures += 1;
+        let wait = match transport.retry_after() {
+            Some(asked) if asked > MAX_RETRY_WAIT => return Err(err),
+            Some(asked) => asked.max(backoff),
+            None => backoff,
+        };
+        tracing::warn!("{err}; trying again in {:.1}s", wait.as_secs_f32());
+        sleep(wait).await;
+        backoff *= 2;
     }
 }
 
 /// Backoff between polls: doubling from [`FIRST_POLL`] to [`MAX_POLL`], or the
 /// CA's `Retry-After`, within [`POLL_LIMIT`] overall.
-struct Poll<'a> {
-    transport: &'a Transport,
+struct Poll {
+    transport: Transport,
     next: Duration,
     deadline: Instant,
 }
 
-impl<'a> Poll<'a> {
-    fn new(transport: &'a Transport) -> Self {
+impl Poll {
+    fn new(transport: Transport) -> Self {
         Self {
             transport,
             next: FIRST_POLL,

@@ -27,7 +27,7 @@ pub enum Error {
     Store(#[from] StoreError),
     /// The CA refused, or could not be reached.
     #[error(transparent)]
-    Acme(#[from] AcmeError),
+    Acme(Box<AcmeError>),
     /// The consumer reported a challenge as failed.
     #[error("challenge {id} for {domain} failed: {reason}")]
     ChallengeFailed {
@@ -73,13 +73,19 @@ pub enum Error {
     Internal(String),
 }
 
+impl From<AcmeError> for Error {
+    fn from(err: AcmeError) -> Self {
+        Self::Acme(Box::new(err))
+    }
+}
+
 impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self {
             Self::Store(_) | Self::Internal(_) => 1,
             Self::Config(_) => 2,
-            Self::Acme(AcmeError::Setup(_)) => 2,
+            Self::Acme(e) if matches!(**e, AcmeError::Setup(_)) => 2,
             Self::Acme(_) => 3,
             Self::ChallengeFailed { .. }
             | Self::ChallengeInvalid { .. }
@@ -93,7 +99,8 @@ impl Error {
     /// The protocol's name for this kind of failure.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::Config(_) | Self::Acme(AcmeError::Setup(_)) => ErrorKind::Config,
+            Self::Config(_) => ErrorKind::Config,
+            Self::Acme(e) if matches!(**e, AcmeError::Setup(_)) => ErrorKind::Config,
             Self::Store(_) => ErrorKind::Storage,
             Self::Acme(_) => ErrorKind::Ca,
             Self::ChallengeFailed { .. } | Self::ChallengeInvalid { .. } => ErrorKind::Challenge,
