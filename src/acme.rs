@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType as AcmeChallengeType,
-    Identifier, NewAccount, NewOrder, Order, OrderStatus,
+    ExternalAccountKey, Identifier, NewAccount, NewOrder, Order, OrderStatus,
 };
 use serde::{Deserialize, Serialize};
 use tokio::time::{Instant, sleep};
@@ -132,9 +132,11 @@ pub struct DirectoryMeta {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct DirectoryDoc {
     #[serde(default)]
     meta: DirectoryMeta,
+    renewal_info: Option<String>,
 }
 
 /// An account as stored on disk: the instant-acme credentials plus what we know.
@@ -158,6 +160,7 @@ pub struct Acme {
     transport: Transport,
     directory_url: String,
     meta: DirectoryMeta,
+    renewal_info: bool,
 }
 
 impl Acme {
@@ -175,12 +178,20 @@ impl Acme {
             transport,
             directory_url: directory_url.to_owned(),
             meta: doc.meta,
+            renewal_info: doc.renewal_info.is_some(),
         })
     }
 
     /// The directory's `meta` object.
     pub fn meta(&self) -> &DirectoryMeta {
         &self.meta
+    }
+
+    /// Whether the CA offers ACME Renewal Information ([RFC 9773]).
+    ///
+    /// [RFC 9773]: https://www.rfc-editor.org/rfc/rfc9773
+    pub fn offers_renewal_info(&self) -> bool {
+        self.renewal_info
     }
 
     /// Requests sent over the network so far.
@@ -195,6 +206,7 @@ impl Acme {
 
     /// Uses a stored account.
     pub async fn load_account(&self, stored: StoredAccount) -> Result<Session, AcmeError> {
+        let key_pkcs8 = stored.credentials.private_key().secret_pkcs8_der().to_vec();
         let account = Account::builder_with_http(Box::new(self.transport.clone()))
             .from_credentials(stored.credentials)
             .await
@@ -202,16 +214,20 @@ impl Acme {
         Ok(Session {
             account,
             transport: self.transport.clone(),
+            key_pkcs8,
         })
     }
 
     /// Registers a new account ([RFC 8555 §7.3]) and returns it with what to store.
+    /// `eab` binds it to an account the CA already knows ([RFC 8555 §7.3.4]).
     ///
     /// [RFC 8555 §7.3]: https://www.rfc-editor.org/rfc/rfc8555#section-7.3
+    /// [RFC 8555 §7.3.4]: https://www.rfc-editor.org/rfc/rfc8555#section-7.3.4
     pub async fn create_account(
         &self,
         contact: &[String],
         agree_to_terms: bool,
+        eab: Option<&ExternalAccountBinding>,
     ) -> Result<(Session, StoredAccount), AcmeError> {
         let contact_refs: Vec<&str> = contact.iter().map(String::as_str).collect();
         let new_account = NewAccount {
@@ -220,11 +236,13 @@ impl Acme {
             only_return_existing: false,
         };
         let (account, credentials) = retry(&self.transport, "registering an account", async || {
+            let key = eab.map(|b| ExternalAccountKey::new(b.kid.clone(), &b.hmac_key));
             Account::builder_with_http(Box::new(self.transport.clone()))
-                .create(&new_account, self.directory_url.clone(), None)
+                .create(&new_account, self.directory_url.clone(), key.as_ref())
                 .await
         })
         .await?;
+        let key_pkcs8 = credentials.private_key().secret_pkcs8_der().to_vec();
         let stored = StoredAccount {
             url: account.id().to_owned(),
             directory: self.directory_url.clone(),
@@ -236,9 +254,93 @@ impl Acme {
             Session {
                 account,
                 transport: self.transport.clone(),
+                key_pkcs8,
             },
             stored,
         ))
+    }
+}
+
+/// External Account Binding: the key id and HMAC key the CA gave out of band.
+/// The key never appears in `Debug` output or logs.
+pub struct ExternalAccountBinding {
+    /// The key identifier.
+    pub kid: String,
+    /// The HMAC key, decoded from base64url.
+    pub hmac_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for ExternalAccountBinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExternalAccountBinding")
+            .field("kid", &self.kid)
+            .field("hmac_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// What to ask for in a new order beyond the names.
+#[derive(Debug, Clone, Default)]
+pub struct OrderOptions {
+    /// A certificate profile the CA offers (`meta.profiles`).
+    pub profile: Option<String>,
+    /// The certificate this order replaces (ARI, [RFC 9773 §5]), as DER.
+    ///
+    /// [RFC 9773 §5]: https://www.rfc-editor.org/rfc/rfc9773#section-5
+    pub replaces: Option<Vec<u8>>,
+}
+
+/// The CA's suggested renewal window for a certificate ([RFC 9773 §4.2]).
+///
+/// [RFC 9773 §4.2]: https://www.rfc-editor.org/rfc/rfc9773#section-4.2
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewalWindow {
+    /// Renew no earlier than this.
+    pub start: time::OffsetDateTime,
+    /// Renew before this.
+    pub end: time::OffsetDateTime,
+    /// A page explaining the window, when the CA gives one.
+    pub explanation_url: Option<String>,
+    /// When to ask again.
+    pub retry_after: Duration,
+}
+
+/// Why a certificate is revoked ([RFC 5280 §5.3.1]).
+///
+/// [RFC 5280 §5.3.1]: https://www.rfc-editor.org/rfc/rfc5280#section-5.3.1
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RevocationReason {
+    /// No reason given.
+    Unspecified,
+    /// The private key was compromised.
+    KeyCompromise,
+    /// The subscriber's relationship with the names changed.
+    AffiliationChanged,
+    /// A new certificate replaces it.
+    Superseded,
+    /// It is no longer needed.
+    CessationOfOperation,
+}
+
+impl RevocationReason {
+    /// Every reason, by its name on the command line.
+    pub const ALL: [(&'static str, RevocationReason); 5] = [
+        ("unspecified", Self::Unspecified),
+        ("keyCompromise", Self::KeyCompromise),
+        ("affiliationChanged", Self::AffiliationChanged),
+        ("superseded", Self::Superseded),
+        ("cessationOfOperation", Self::CessationOfOperation),
+    ];
+
+    fn to_lib(self) -> instant_acme::RevocationReason {
+        match self {
+            Self::Unspecified => instant_acme::RevocationReason::Unspecified,
+            Self::KeyCompromise => instant_acme::RevocationReason::KeyCompromise,
+            Self::AffiliationChanged => instant_acme::RevocationReason::AffiliationChanged,
+            Self::Superseded => instant_acme::RevocationReason::Superseded,
+            Self::CessationOfOperation => instant_acme::RevocationReason::CessationOfOperation,
+        }
     }
 }
 
@@ -246,6 +348,9 @@ impl Acme {
 pub struct Session {
     account: Account,
     transport: Transport,
+    /// The account key (PKCS#8), for the one request instant-acme cannot sign:
+    /// downloading an alternate chain.
+    key_pkcs8: Vec<u8>,
 }
 
 impl Session {
@@ -264,21 +369,147 @@ impl Session {
     /// Creates an order for `names` ([RFC 8555 §7.4]).
     ///
     /// [RFC 8555 §7.4]: https://www.rfc-editor.org/rfc/rfc8555#section-7.4
-    pub async fn new_order(&self, names: &[DomainName]) -> Result<PendingOrder, AcmeError> {
+    pub async fn new_order(
+        &self,
+        names: &[DomainName],
+        options: &OrderOptions,
+    ) -> Result<PendingOrder, AcmeError> {
         let identifiers: Vec<Identifier> = names
             .iter()
             .map(|n| Identifier::Dns(n.as_str().to_owned()))
             .collect();
-        let new_order = NewOrder::new(&identifiers);
-        let order = retry(&self.transport, "creating the order", async || {
+        let replaces = match &options.replaces {
+            Some(der) => Some(certificate_id(der)?),
+            None => None,
+        };
+        let mut new_order = NewOrder::new(&identifiers);
+        if let Some(profile) = &options.profile {
+            new_order = new_order.profile(profile);
+        }
+        if let Some(id) = &replaces {
+            new_order = new_order.replaces(id.clone());
+        }
+        let created = retry(&self.transport, "creating the order", async || {
             self.account.new_order(&new_order).await
         })
-        .await?;
+        .await;
+        let order = match created {
+            // instant-acme insists that the CA echo `replaces`; a CA that ignores the
+            // field (RFC 9773 makes echoing optional in practice) still gave us an order,
+            // but we cannot hold it: ask again without `replaces`.
+            Err(AcmeError::Transport { detail, .. })
+                if replaces.is_some() && detail.contains("replaces field mismatch") =>
+            {
+                tracing::warn!("the CA ignored `replaces`; ordering without it");
+                let mut plain = NewOrder::new(&identifiers);
+                if let Some(profile) = &options.profile {
+                    plain = plain.profile(profile);
+                }
+                retry(&self.transport, "creating the order", async || {
+                    self.account.new_order(&plain).await
+                })
+                .await?
+            }
+            other => other?,
+        };
         tracing::info!(url = order.url(), "order created");
         Ok(PendingOrder {
             order,
             transport: self.transport.clone(),
+            kid: self.account.id().to_owned(),
+            key_pkcs8: self.key_pkcs8.clone(),
         })
+    }
+
+    /// Picks up an existing order by its URL (the second step of a two-step run).
+    pub async fn resume_order(&self, url: &str) -> Result<PendingOrder, AcmeError> {
+        let order = retry(&self.transport, "reading the order", async || {
+            self.account.order(url.to_owned()).await
+        })
+        .await?;
+        Ok(PendingOrder {
+            order,
+            transport: self.transport.clone(),
+            kid: self.account.id().to_owned(),
+            key_pkcs8: self.key_pkcs8.clone(),
+        })
+    }
+
+    /// The CA's suggested renewal window for a certificate (DER), via ARI.
+    pub async fn renewal_window(&self, cert_der: &[u8]) -> Result<RenewalWindow, AcmeError> {
+        let id = certificate_id(cert_der)?;
+        let (info, retry_after) = retry(
+            &self.transport,
+            "asking for renewal information",
+            async || self.account.renewal_info(&id).await,
+        )
+        .await?;
+        Ok(RenewalWindow {
+            start: info.suggested_window.start,
+            end: info.suggested_window.end,
+            explanation_url: info.explanation_url,
+            retry_after,
+        })
+    }
+
+    /// Revokes a certificate (DER) issued to this account ([RFC 8555 §7.6]).
+    ///
+    /// [RFC 8555 §7.6]: https://www.rfc-editor.org/rfc/rfc8555#section-7.6
+    pub async fn revoke(
+        &self,
+        cert_der: &[u8],
+        reason: Option<RevocationReason>,
+    ) -> Result<(), AcmeError> {
+        let certificate = rustls_pki_types::CertificateDer::from(cert_der.to_vec());
+        retry(&self.transport, "revoking the certificate", async || {
+            self.account
+                .revoke(&instant_acme::RevocationRequest {
+                    certificate: &certificate,
+                    reason: reason.map(RevocationReason::to_lib),
+                })
+                .await
+        })
+        .await
+    }
+
+    /// Replaces the account's contact addresses ([RFC 8555 §7.3.2]).
+    ///
+    /// [RFC 8555 §7.3.2]: https://www.rfc-editor.org/rfc/rfc8555#section-7.3.2
+    pub async fn update_contacts(&self, contact: &[String]) -> Result<(), AcmeError> {
+        let refs: Vec<&str> = contact.iter().map(String::as_str).collect();
+        retry(
+            &self.transport,
+            "updating the account's contacts",
+            async || self.account.update_contacts(&refs).await,
+        )
+        .await
+    }
+
+    /// Rolls the account over to a fresh key ([RFC 8555 §7.3.5]) and returns the
+    /// credentials to store in place of the old ones.
+    ///
+    /// [RFC 8555 §7.3.5]: https://www.rfc-editor.org/rfc/rfc8555#section-7.3.5
+    pub async fn rollover(&mut self) -> Result<AccountCredentials, AcmeError> {
+        let credentials = retry(
+            &self.transport,
+            "rolling the account key over",
+            async || self.account.update_key().await,
+        )
+        .await?;
+        self.key_pkcs8 = credentials.private_key().secret_pkcs8_der().to_vec();
+        Ok(credentials)
+    }
+
+    /// Deactivates the account for good ([RFC 8555 §7.3.6]).
+    ///
+    /// [RFC 8555 §7.3.6]: https://www.rfc-editor.org/rfc/rfc8555#section-7.3.6
+    pub async fn deactivate(self) -> Result<(), AcmeError> {
+        let transport = self.transport.clone();
+        let account = self.account;
+        retry(&transport, "deactivating the account", async || {
+            account.clone().deactivate().await
+        })
+        .await
     }
 }
 
@@ -312,6 +543,8 @@ pub enum OrderOutcome {
 pub struct PendingOrder {
     order: Order,
     transport: Transport,
+    kid: String,
+    key_pkcs8: Vec<u8>,
 }
 
 impl PendingOrder {
@@ -429,10 +662,19 @@ impl PendingOrder {
     }
 
     /// Sends the CSR ([RFC 8555 §7.4]), waits for issuance and downloads the chain
-    /// (PEM, leaf first).
+    /// (PEM, leaf first). With `preferred_chain`, the first of the CA's chains
+    /// ([RFC 8555 §7.4.2]) whose topmost certificate is issued by a CA with that
+    /// common name is taken instead, as certbot's `--preferred-chain` does; when none
+    /// matches, the default chain is kept.
+    ///
+    /// [RFC 8555 §7.4.2]: https://www.rfc-editor.org/rfc/rfc8555#section-7.4.2
     ///
     /// [RFC 8555 §7.4]: https://www.rfc-editor.org/rfc/rfc8555#section-7.4
-    pub async fn finalize(&mut self, csr_der: &[u8]) -> Result<String, AcmeError> {
+    pub async fn finalize(
+        &mut self,
+        csr_der: &[u8],
+        preferred_chain: Option<&str>,
+    ) -> Result<String, AcmeError> {
         retry(&self.transport, "finalizing the order", async || {
             self.order.finalize_csr(csr_der).await
         })
@@ -465,13 +707,94 @@ impl PendingOrder {
             })
             .await?;
         }
-        retry(&self.transport, "downloading the certificate", async || {
+        let default = retry(&self.transport, "downloading the certificate", async || {
             self.order.certificate().await
         })
         .await?
         .ok_or_else(|| AcmeError::Transport {
             context: "downloading the certificate".into(),
             detail: "the CA returned no certificate".into(),
+        })?;
+        let Some(preferred) = preferred_chain else {
+            return Ok(default);
+        };
+        if top_issuer_cn(&default).as_deref() == Some(preferred) {
+            return Ok(default);
+        }
+        let alternates = self.transport.alternates();
+        for url in &alternates {
+            let pem = self.post_as_get(url).await?;
+            let issuer = top_issuer_cn(&pem);
+            tracing::debug!(url, issuer = issuer.as_deref(), "alternate chain");
+            if issuer.as_deref() == Some(preferred) {
+                tracing::info!("using the alternate chain issued by {preferred:?}");
+                return Ok(pem);
+            }
+        }
+        tracing::warn!(
+            "no chain of the {} offered ends at an issuer named {preferred:?}; keeping the default chain",
+            alternates.len() + 1
+        );
+        Ok(default)
+    }
+
+    /// A POST-as-GET ([RFC 8555 §6.3]) signed here: instant-acme has no call for
+    /// fetching an arbitrary URL such as an alternate chain.
+    ///
+    /// [RFC 8555 §6.3]: https://www.rfc-editor.org/rfc/rfc8555#section-6.3
+    async fn post_as_get(&self, url: &str) -> Result<String, AcmeError> {
+        use aws_lc_rs::rand::SystemRandom;
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+        use base64::Engine;
+        use base64::prelude::BASE64_URL_SAFE_NO_PAD as B64;
+
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &self.key_pkcs8)
+            .map_err(|_| AcmeError::Transport {
+                context: "signing a request".into(),
+                detail: "the stored account key is not a P-256 key".into(),
+            })?;
+        let sign = |nonce: &str| -> Option<Vec<u8>> {
+            let header =
+                serde_json::json!({"alg": "ES256", "kid": self.kid, "nonce": nonce, "url": url});
+            let protected = B64.encode(header.to_string());
+            let signature = key
+                .sign(&SystemRandom::new(), format!("{protected}.").as_bytes())
+                .ok()?;
+            let jws = serde_json::json!({
+                "protected": protected,
+                "payload": "",
+                "signature": B64.encode(signature.as_ref()),
+            });
+            Some(jws.to_string().into_bytes())
+        };
+        let context = format!("downloading the alternate chain {url}");
+        for _ in 0..=BAD_NONCE_RETRIES {
+            let (status, body) = self
+                .transport
+                .post_jose(url, &sign)
+                .await
+                .map_err(|e| AcmeError::from_lib(context.as_str(), e))?;
+            if status.is_success() {
+                return String::from_utf8(body.to_vec()).map_err(|_| AcmeError::Transport {
+                    context: context.clone(),
+                    detail: "the chain is not UTF-8 PEM".into(),
+                });
+            }
+            let problem: instant_acme::Problem =
+                serde_json::from_slice(&body).map_err(|e| AcmeError::Transport {
+                    context: context.clone(),
+                    detail: format!("answered {status} without a problem document: {e}"),
+                })?;
+            if problem.r#type.as_deref() != Some("urn:ietf:params:acme:error:badNonce") {
+                return Err(AcmeError::Problem {
+                    context,
+                    problem: convert_problem(&problem),
+                });
+            }
+        }
+        Err(AcmeError::Transport {
+            context,
+            detail: "the CA kept rejecting our nonces".into(),
         })
     }
 }
@@ -632,4 +955,33 @@ fn convert_problem(p: &instant_acme::Problem) -> Problem {
             })
             .collect(),
     }
+}
+
+/// The ARI certificate identifier ([RFC 9773 §4.1]) of a DER certificate.
+///
+/// [RFC 9773 §4.1]: https://www.rfc-editor.org/rfc/rfc9773#section-4.1
+fn certificate_id(der: &[u8]) -> Result<instant_acme::CertificateIdentifier<'static>, AcmeError> {
+    let cert = rustls_pki_types::CertificateDer::from(der);
+    instant_acme::CertificateIdentifier::try_from(&cert)
+        .map(instant_acme::CertificateIdentifier::into_owned)
+        .map_err(|detail| AcmeError::Transport {
+            context: "identifying the certificate for ARI".into(),
+            detail,
+        })
+}
+
+/// The common name of the issuer of the last certificate in a PEM chain: the root
+/// the chain leads to.
+fn top_issuer_cn(pem: &str) -> Option<String> {
+    let der = x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes())
+        .filter_map(Result::ok)
+        .last()?
+        .contents;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    cert.issuer()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()
+        .map(str::to_owned)
 }

@@ -183,7 +183,9 @@ pub async fn issue(
     let lock = store.lock(&req.cert_name)?;
     let acme = Acme::connect(&req.server, req.ca_bundle.as_deref()).await?;
     let session = account(req, store, &acme).await?;
-    let mut order = session.new_order(&req.names).await?;
+    let mut order = session
+        .new_order(&req.names, &crate::acme::OrderOptions::default())
+        .await?;
 
     let result = validate(req, &session, &mut order, solver, progress).await;
     if let Err(err) = result {
@@ -197,7 +199,7 @@ pub async fn issue(
         .map_err(|e| Error::Internal(format!("cannot generate a {} key: {e}", req.key_type)))?;
     let csr = keys::csr_der(&key, &req.names)
         .map_err(|e| Error::Internal(format!("cannot build the CSR: {e}")))?;
-    let pem = order.finalize(&csr).await?;
+    let pem = order.finalize(&csr, None).await?;
     let chain = IssuedChain::parse(&pem, &key.subject_public_key_info())
         .map_err(|e| Error::Internal(e.to_string()))?;
     let key_pem = key.serialize_pem();
@@ -245,7 +247,7 @@ async fn account(req: &IssueRequest, store: &Store, acme: &Acme) -> Result<Sessi
         )));
     }
     let contact: Vec<String> = req.email.iter().map(|e| format!("mailto:{e}")).collect();
-    let (session, stored) = acme.create_account(&contact, req.agree_tos).await?;
+    let (session, stored) = acme.create_account(&contact, req.agree_tos, None).await?;
     let path = store.save_account(&req.server, &stored)?;
     tracing::info!(account = session.account_url(), path = %path.display(), "account registered");
     Ok(session)

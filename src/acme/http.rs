@@ -60,6 +60,7 @@ struct State {
     new_nonce_url: Option<String>,
     nonces: Vec<String>,
     retry_after: Option<SystemTime>,
+    alternates: Vec<String>,
     requests: u32,
 }
 
@@ -151,6 +152,51 @@ impl Transport {
         Some(at.duration_since(SystemTime::now()).unwrap_or_default())
     }
 
+    /// `Link: <…>;rel="alternate"` URLs of the last response ([RFC 8555 §7.4.2]).
+    ///
+    /// [RFC 8555 §7.4.2]: https://www.rfc-editor.org/rfc/rfc8555#section-7.4.2
+    pub(crate) fn alternates(&self) -> Vec<String> {
+        self.lock().alternates.clone()
+    }
+
+    /// POSTs a JWS we signed ourselves and returns the status and body. Nonces are
+    /// taken from and returned to the pool like every other request's.
+    pub(crate) async fn post_jose(
+        &self,
+        url: &str,
+        sign: impl Fn(&str) -> Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes), AcmeError> {
+        let nonce = self.nonce().await?;
+        let body = sign(&nonce).ok_or(AcmeError::Crypto)?;
+        let req = Request::post(url)
+            .header(http::header::USER_AGENT, user_agent())
+            .header(http::header::CONTENT_TYPE, "application/jose+json")
+            .body(BodyWrapper::from(body))?;
+        let rsp = self.handle(req).await?;
+        let status = rsp.parts.status;
+        Ok((status, collect(rsp).await?))
+    }
+
+    /// A fresh nonce: an unspent one from the pool, else from `newNonce`.
+    async fn nonce(&self) -> Result<String, AcmeError> {
+        let (pooled, url) = {
+            let mut state = self.lock();
+            (state.nonces.pop(), state.new_nonce_url.clone())
+        };
+        if let Some(nonce) = pooled {
+            return Ok(nonce);
+        }
+        let url = url.ok_or(AcmeError::Str("the directory has no newNonce URL"))?;
+        let req = Request::head(&url)
+            .header(http::header::USER_AGENT, user_agent())
+            .body(BodyWrapper::default())?;
+        self.send(req).await?;
+        self.lock()
+            .nonces
+            .pop()
+            .ok_or(AcmeError::Str("the CA sent no Replay-Nonce"))
+    }
+
     /// Requests sent over the network so far.
     pub fn requests(&self) -> u32 {
         self.lock().requests
@@ -178,6 +224,13 @@ impl Transport {
         tracing::debug!(%method, %uri, status = %rsp.status(), "ACME request");
         let mut state = self.lock();
         state.requests += 1;
+        state.alternates = rsp
+            .headers()
+            .get_all(http::header::LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(alternate_links)
+            .collect();
         state.retry_after = rsp
             .headers()
             .get(http::header::RETRY_AFTER)
@@ -278,6 +331,22 @@ async fn collect(mut rsp: BytesResponse) -> Result<Bytes, AcmeError> {
     rsp.body.into_bytes().await.map_err(AcmeError::Other)
 }
 
+/// The targets of `rel="alternate"` links in one `Link` header value.
+fn alternate_links(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .filter_map(|link| {
+            let (target, params) = link.trim().split_once(';')?;
+            let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+            params
+                .split(';')
+                .filter_map(|p| p.trim().split_once('='))
+                .any(|(k, v)| k.trim() == "rel" && v.trim().trim_matches('"') == "alternate")
+                .then(|| target.to_owned())
+        })
+        .collect()
+}
+
 /// The nonce in a flattened JWS's protected header.
 fn jws_nonce(body: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
@@ -332,6 +401,15 @@ mod tests {
             784_111_777
         );
         assert!(parse_retry_after("soon").is_none());
+    }
+
+    #[test]
+    fn alternate_links_are_found_among_others() {
+        let value = r#"<https://ca/cert/1/1>;rel="alternate", <https://ca/dir>;rel="index", <https://ca/cert/1/2>; rel=alternate"#;
+        assert_eq!(
+            alternate_links(value),
+            ["https://ca/cert/1/1", "https://ca/cert/1/2"]
+        );
     }
 
     #[test]
