@@ -56,6 +56,14 @@ pub enum AcmeError {
         /// The underlying error, with its causes.
         detail: String,
     },
+    /// The CA's TLS certificate is not trusted (a wrong or missing `--ca-bundle`?).
+    #[error("{context}: the CA's TLS certificate is not trusted ({detail}); is --ca-bundle right?")]
+    Untrusted {
+        /// What we asked for.
+        context: String,
+        /// rustls's verdict.
+        detail: String,
+    },
     /// The CA did not finish in time.
     #[error("{context}: the CA did not finish within {}s", .limit.as_secs())]
     Timeout {
@@ -72,7 +80,7 @@ pub enum AcmeError {
         /// The CA's answer.
         problem: Problem,
         /// When the CA said to try again (RFC 3339), from `Retry-After`.
-        retry_at: Option<String>,
+        retry_at: Option<Box<str>>,
     },
     /// The trust roots could not be set up.
     #[error(transparent)]
@@ -100,6 +108,18 @@ impl AcmeError {
                 limit: POLL_LIMIT,
             },
             other => {
+                let mut source = std::error::Error::source(&other);
+                while let Some(cause) = source {
+                    if let Some(tls) = cause.downcast_ref::<rustls::Error>()
+                        && matches!(tls, rustls::Error::InvalidCertificate(_))
+                    {
+                        return Self::Untrusted {
+                            context,
+                            detail: tls.to_string(),
+                        };
+                    }
+                    source = cause.source();
+                }
                 let mut detail = other.to_string();
                 let mut source = std::error::Error::source(&other);
                 while let Some(cause) = source {
@@ -553,6 +573,17 @@ impl PendingOrder {
         self.order.url()
     }
 
+    /// The order's last known status, as RFC 8555 names it.
+    pub fn status(&mut self) -> &'static str {
+        match self.order.state().status {
+            OrderStatus::Pending => "pending",
+            OrderStatus::Ready => "ready",
+            OrderStatus::Processing => "processing",
+            OrderStatus::Valid => "valid",
+            OrderStatus::Invalid => "invalid",
+        }
+    }
+
     /// Fetches every authorization of the order.
     pub async fn authorizations(&mut self) -> Result<Vec<Authz>, AcmeError> {
         retry(&self.transport, "fetching the authorizations", async || {
@@ -675,7 +706,7 @@ impl PendingOrder {
         csr_der: &[u8],
         preferred_chain: Option<&str>,
     ) -> Result<String, AcmeError> {
-        retry(&self.transport, "finalizing the order", async || {
+        retry_nonce_only(&self.transport, "finalizing the order", async || {
             self.order.finalize_csr(csr_der).await
         })
         .await?;
@@ -817,6 +848,25 @@ const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
 async fn retry<T>(
     transport: &Transport,
     context: &str,
+    op: impl AsyncFnMut() -> Result<T, instant_acme::Error>,
+) -> Result<T, AcmeError> {
+    retry_with(transport, context, true, op).await
+}
+
+/// [`retry`], but for a request that must not be repeated after the CA may have
+/// acted on it (finalize): only `badNonce` rejections are sent again.
+async fn retry_nonce_only<T>(
+    transport: &Transport,
+    context: &str,
+    op: impl AsyncFnMut() -> Result<T, instant_acme::Error>,
+) -> Result<T, AcmeError> {
+    retry_with(transport, context, false, op).await
+}
+
+async fn retry_with<T>(
+    transport: &Transport,
+    context: &str,
+    repeatable: bool,
     mut op: impl AsyncFnMut() -> Result<T, instant_acme::Error>,
 ) -> Result<T, AcmeError> {
     let mut bad_nonces = 0;
@@ -854,7 +904,7 @@ async fn retry<T>(
             return Err(AcmeError::RateLimited {
                 context: context.clone(),
                 problem: problem.clone(),
-                retry_at,
+                retry_at: retry_at.map(String::into_boxed_str),
             });
         }
         let transient = match &err {
@@ -864,7 +914,7 @@ async fn retry<T>(
             }
             _ => false,
         };
-        if !transient || failures >= SERVER_RETRIES {
+        if !repeatable || !transient || failures >= SERVER_RETRIES {
             return Err(err);
         }
         failures += 1;

@@ -6,7 +6,7 @@
 //! | 1 | local failure: files, I/O, another run holds the certificate's lock |
 //! | 2 | usage or configuration error (nothing was sent to the CA) |
 //! | 3 | the CA refused a request or could not be reached |
-//! | 4 | a challenge was not completed: the consumer failed or did not answer, or the CA found it invalid |
+//! | 4 | a challenge was not completed: the consumer failed or did not answer, or the CA found it invalid; or a hook failed |
 //! | 5 | interrupted by a signal (cleanup ran) |
 
 use std::process::ExitCode;
@@ -65,6 +65,10 @@ pub enum Error {
     /// A signal stopped the run.
     #[error("interrupted by {0}; cleanup was sent")]
     Interrupted(&'static str),
+    /// A hook failed, timed out or could not be run (outside a challenge's own
+    /// deployment, which is reported as [`Error::ChallengeFailed`]).
+    #[error("{0}")]
+    Hook(String),
     /// Writing protocol messages failed (the consumer went away).
     #[error("cannot write to the consumer: {0}")]
     Output(std::io::Error),
@@ -91,6 +95,7 @@ impl Error {
             | Self::ChallengeInvalid { .. }
             | Self::Timeout { .. }
             | Self::Eof { .. }
+            | Self::Hook(_)
             | Self::Output(_) => 4,
             Self::Interrupted(_) => 5,
         })
@@ -103,7 +108,9 @@ impl Error {
             Self::Acme(e) if matches!(**e, AcmeError::Setup(_)) => ErrorKind::Config,
             Self::Store(_) => ErrorKind::Storage,
             Self::Acme(_) => ErrorKind::Ca,
-            Self::ChallengeFailed { .. } | Self::ChallengeInvalid { .. } => ErrorKind::Challenge,
+            Self::ChallengeFailed { .. } | Self::ChallengeInvalid { .. } | Self::Hook(_) => {
+                ErrorKind::Challenge
+            }
             Self::Timeout { .. } => ErrorKind::Timeout,
             Self::Eof { .. } | Self::Output(_) => ErrorKind::Eof,
             Self::Interrupted(_) => ErrorKind::Interrupted,

@@ -18,7 +18,7 @@ use crate::keys::{self, KeyType};
 use crate::names::DomainName;
 use crate::protocol::{Outcome, Problem};
 use crate::solver::{Deadline, Done, Issued, Readiness, RunInfo, Solver};
-use crate::store::{CertName, CertificateFiles, Store};
+use crate::store::{CertLock, CertName, CertificateFiles, Store};
 
 /// A validated request for a certificate.
 #[derive(Debug, Clone)]
@@ -41,6 +41,50 @@ pub struct IssueRequest {
     pub agree_tos: bool,
     /// How long to wait for the consumer's replies.
     pub timeout: Duration,
+    /// Everything beyond the basics, with defaults.
+    pub options: IssueOptions,
+}
+
+/// Lifecycle options of an issuance; all default to off.
+#[derive(Debug, Default)]
+pub struct IssueOptions {
+    /// Ask the CA for this certificate profile.
+    pub profile: Option<String>,
+    /// Prefer the chain whose topmost certificate is issued by this common name.
+    pub preferred_chain: Option<String>,
+    /// Keep the current private key instead of generating a new one.
+    pub reuse_key: bool,
+    /// External Account Binding for a new account.
+    pub eab: Option<crate::acme::ExternalAccountBinding>,
+    /// How to check that dns-01 records are visible before the CA is asked.
+    pub dns_check: Option<crate::dns_check::DnsCheck>,
+    /// How long that check may take.
+    pub dns_check_timeout: Duration,
+    /// Where the check's own lookups go (tests point it at their DNS server).
+    pub dns_resolvers: crate::dns_check::Resolvers,
+    /// The certificate this one replaces (DER), for ARI's `replaces`.
+    pub replaces: Option<Vec<u8>>,
+}
+
+impl Clone for IssueOptions {
+    fn clone(&self) -> Self {
+        Self {
+            profile: self.profile.clone(),
+            preferred_chain: self.preferred_chain.clone(),
+            reuse_key: self.reuse_key,
+            eab: self
+                .eab
+                .as_ref()
+                .map(|e| crate::acme::ExternalAccountBinding {
+                    kid: e.kid.clone(),
+                    hmac_key: e.hmac_key.clone(),
+                }),
+            dns_check: self.dns_check.clone(),
+            dns_check_timeout: self.dns_check_timeout,
+            dns_resolvers: self.dns_resolvers.clone(),
+            replaces: self.replaces.clone(),
+        }
+    }
 }
 
 impl IssueRequest {
@@ -58,7 +102,41 @@ impl IssueRequest {
         self.names.iter().map(|n| n.as_str().to_owned()).collect()
     }
 
-    fn settings(&self, mode: &str, account: &str) -> CertSettings {
+    /// Rebuilds the request a certificate was issued with, for `renew` and
+    /// `order finish`.
+    pub fn from_settings(name: &CertName, settings: &CertSettings) -> Result<Self, Error> {
+        let names =
+            crate::names::parse_all(&settings.domains).map_err(|e| Error::Config(e.to_string()))?;
+        let dns_check = match &settings.dns_check {
+            Some(text) => Some(
+                text.parse()
+                    .map_err(|e| Error::Config(format!("stored dns_check: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            server: settings.server.clone(),
+            ca_bundle: settings.ca_bundle.clone(),
+            names,
+            cert_name: name.clone(),
+            challenge_type: settings.challenge_type,
+            key_type: settings.key_type,
+            email: settings.email.clone(),
+            agree_tos: false,
+            timeout: Duration::from_secs(settings.timeout_seconds),
+            options: IssueOptions {
+                profile: settings.profile.clone(),
+                preferred_chain: settings.preferred_chain.clone(),
+                reuse_key: settings.reuse_key,
+                dns_check,
+                dns_check_timeout: Duration::from_secs(300),
+                ..IssueOptions::default()
+            },
+        })
+    }
+
+    /// The settings to store beside the certificate.
+    pub fn settings(&self, mode: &str, account: &str) -> CertSettings {
         CertSettings {
             format: 1,
             domains: self.domains(),
@@ -70,6 +148,11 @@ impl IssueRequest {
             email: self.email.clone(),
             timeout_seconds: self.timeout.as_secs(),
             account: account.to_owned(),
+            revoked: None,
+            profile: self.options.profile.clone(),
+            preferred_chain: self.options.preferred_chain.clone(),
+            reuse_key: self.options.reuse_key,
+            dns_check: self.options.dns_check.as_ref().map(ToString::to_string),
         }
     }
 }
@@ -97,6 +180,21 @@ pub struct CertSettings {
     pub timeout_seconds: u64,
     /// The account URL that issued it.
     pub account: String,
+    /// The CA profile asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// The preferred chain's issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_chain: Option<String>,
+    /// Whether renewals keep the key.
+    #[serde(default)]
+    pub reuse_key: bool,
+    /// The DNS propagation check (`--dns-check` syntax).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_check: Option<String>,
+    /// Set by `acme-bridge revoke`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<crate::report::Revocation>,
 }
 
 /// What has been presented so far. Lives outside the issuing future so that
@@ -183,9 +281,7 @@ pub async fn issue(
     let lock = store.lock(&req.cert_name)?;
     let acme = Acme::connect(&req.server, req.ca_bundle.as_deref()).await?;
     let session = account(req, store, &acme).await?;
-    let mut order = session
-        .new_order(&req.names, &crate::acme::OrderOptions::default())
-        .await?;
+    let mut order = create_order(req, &acme, &session).await?;
 
     let result = validate(req, &session, &mut order, solver, progress).await;
     if let Err(err) = result {
@@ -193,18 +289,64 @@ pub async fn issue(
         return Err(err);
     }
 
-    let key = req
-        .key_type
-        .generate()
-        .map_err(|e| Error::Internal(format!("cannot generate a {} key: {e}", req.key_type)))?;
+    complete(req, store, &lock, &acme, &session, &mut order, mode).await
+}
+
+/// Checks the profile and creates the order.
+async fn create_order(
+    req: &IssueRequest,
+    acme: &Acme,
+    session: &Session,
+) -> Result<PendingOrder, Error> {
+    if let Some(profile) = &req.options.profile
+        && !acme.meta().profiles.contains_key(profile)
+    {
+        let offered: Vec<&str> = acme.meta().profiles.keys().map(String::as_str).collect();
+        return Err(Error::Config(if offered.is_empty() {
+            format!("--profile {profile}: the CA offers no certificate profiles")
+        } else {
+            format!(
+                "--profile {profile}: the CA offers only {}",
+                offered.join(", ")
+            )
+        }));
+    }
+    Ok(session
+        .new_order(
+            &req.names,
+            &crate::acme::OrderOptions {
+                profile: req.options.profile.clone(),
+                replaces: req
+                    .options
+                    .replaces
+                    .clone()
+                    .filter(|_| acme.offers_renewal_info()),
+            },
+        )
+        .await?)
+}
+
+/// Finalizes a validated order with our key and stores the certificate.
+async fn complete(
+    req: &IssueRequest,
+    store: &Store,
+    lock: &CertLock,
+    acme: &Acme,
+    session: &Session,
+    order: &mut PendingOrder,
+    mode: &str,
+) -> Result<Issued, Error> {
+    let key = certificate_key(req, store)?;
     let csr = keys::csr_der(&key, &req.names)
         .map_err(|e| Error::Internal(format!("cannot build the CSR: {e}")))?;
-    let pem = order.finalize(&csr, None).await?;
+    let pem = order
+        .finalize(&csr, req.options.preferred_chain.as_deref())
+        .await?;
     let chain = IssuedChain::parse(&pem, &key.subject_public_key_info())
         .map_err(|e| Error::Internal(e.to_string()))?;
     let key_pem = key.serialize_pem();
     let lineage = store.save_certificate(
-        &lock,
+        lock,
         &CertificateFiles {
             cert_pem: &chain.cert_pem,
             chain_pem: &chain.chain_pem,
@@ -212,7 +354,7 @@ pub async fn issue(
             key_pem: &key_pem,
         },
     )?;
-    store.save_settings(&lock, &req.settings(mode, session.account_url()))?;
+    store.save_settings(lock, &req.settings(mode, session.account_url()))?;
     tracing::info!(
         "certificate {} stored as version {} (serial {}, expires {})",
         lineage.name,
@@ -232,6 +374,32 @@ pub async fn issue(
     })
 }
 
+/// The certificate key: the current one with `--reuse-key` when it exists and is
+/// of the asked type, else a fresh one.
+fn certificate_key(req: &IssueRequest, store: &Store) -> Result<rcgen::KeyPair, Error> {
+    if req.options.reuse_key
+        && let Some(lineage) = store.current(&req.cert_name)?
+    {
+        match std::fs::read_to_string(&lineage.privkey)
+            .ok()
+            .and_then(|pem| rcgen::KeyPair::from_pem(&pem).ok())
+        {
+            Some(key) if req.key_type.matches(&key) => {
+                tracing::info!("reusing the key of version {}", lineage.version);
+                return Ok(key);
+            }
+            Some(_) => tracing::warn!(
+                "the stored key is not {}; generating a new one",
+                req.key_type
+            ),
+            None => tracing::warn!("cannot read the stored key; generating a new one"),
+        }
+    }
+    req.key_type
+        .generate()
+        .map_err(|e| Error::Internal(format!("cannot generate a {} key: {e}", req.key_type)))
+}
+
 /// Loads the stored account for this server, or registers one.
 async fn account(req: &IssueRequest, store: &Store, acme: &Acme) -> Result<Session, Error> {
     if let Some(stored) = store.load_account::<StoredAccount>(&req.server)? {
@@ -247,22 +415,27 @@ async fn account(req: &IssueRequest, store: &Store, acme: &Acme) -> Result<Sessi
         )));
     }
     let contact: Vec<String> = req.email.iter().map(|e| format!("mailto:{e}")).collect();
-    let (session, stored) = acme.create_account(&contact, req.agree_tos, None).await?;
+    if acme.meta().external_account_required && req.options.eab.is_none() {
+        return Err(Error::Config(
+            "the CA requires External Account Binding for new accounts: pass --eab-kid and the HMAC key in --eab-hmac-file or ACME_BRIDGE_EAB_HMAC_KEY".into(),
+        ));
+    }
+    let (session, stored) = acme
+        .create_account(&contact, req.agree_tos, req.options.eab.as_ref())
+        .await?;
     let path = store.save_account(&req.server, &stored)?;
     tracing::info!(account = session.account_url(), path = %path.display(), "account registered");
     Ok(session)
 }
 
-/// Presents every challenge, answers the ready ones, waits for the CA's verdict
-/// and cleans up.
-async fn validate(
+/// The challenges of every authorization that is not yet valid, computed once.
+async fn challenges_of(
     req: &IssueRequest,
     session: &Session,
     order: &mut PendingOrder,
-    solver: &mut impl Solver,
-    progress: &mut Progress,
-) -> Result<(), Error> {
+) -> Result<Vec<Tracked>, Error> {
     let kind = req.challenge_type;
+    let mut out: Vec<Tracked> = Vec::new();
     for authz in order.authorizations().await? {
         if authz.valid {
             tracing::info!("{} is already authorized", authz.identifier);
@@ -292,7 +465,7 @@ async fn validate(
         }
         let challenge = Challenge::compute(
             ChallengeSource {
-                id: format!("c{}", progress.challenges.len() + 1),
+                id: format!("c{}", out.len() + 1),
                 domain: &domain,
                 identifier: &authz.identifier,
                 wildcard: authz.wildcard,
@@ -302,13 +475,27 @@ async fn validate(
             session.thumbprint(),
         )
         .map_err(|e| Error::Internal(e.to_string()))?;
-        progress.challenges.push(Tracked {
+        out.push(Tracked {
             challenge,
             authz_url: authz.url.clone(),
             answered: false,
             cleaned: false,
         });
     }
+    Ok(out)
+}
+
+/// Presents every challenge, answers the ready ones, waits for the CA's verdict
+/// and cleans up.
+async fn validate(
+    req: &IssueRequest,
+    session: &Session,
+    order: &mut PendingOrder,
+    solver: &mut impl Solver,
+    progress: &mut Progress,
+) -> Result<(), Error> {
+    let kind = req.challenge_type;
+    progress.challenges = challenges_of(req, session, order).await?;
     if progress.challenges.is_empty() {
         return Ok(());
     }
@@ -321,9 +508,64 @@ async fn validate(
         .collect();
     solver.present(&presented, &deadline).await?;
 
+    // With a DNS check, every record must be visible before the CA is asked: answers
+    // wait until all are ready and seen. Without one, each is answered at once.
+    let check = req
+        .options
+        .dns_check
+        .as_ref()
+        .filter(|c| kind == ChallengeType::Dns01 && **c != crate::dns_check::DnsCheck::None);
+    let mut held: Vec<String> = Vec::new();
     let mut waiting = presented.len();
     while waiting > 0 {
         match solver.next_ready(&deadline).await? {
+            Readiness::Ready(id) if check.is_some() => {
+                held.push(id);
+                waiting -= 1;
+                if waiting == 0 {
+                    let expected: Vec<crate::dns_check::Expectation> = presented
+                        .iter()
+                        .filter_map(|c| match &c.kind {
+                            crate::challenge::ChallengeKind::Dns01 { dns } => {
+                                Some(crate::dns_check::Expectation {
+                                    name: dns.name.clone(),
+                                    values: vec![dns.value.clone()],
+                                })
+                            }
+                            _ => None,
+                        })
+                        .collect();
+                    let report = crate::dns_check::wait_until_visible(
+                        check.expect("checked above"),
+                        &expected,
+                        req.options.dns_check_timeout,
+                        &req.options.dns_resolvers,
+                    )
+                    .await
+                    .map_err(|e| Error::ChallengeFailed {
+                        id: held.first().cloned().unwrap_or_default(),
+                        domain: req.names[0].to_string(),
+                        reason: format!("DNS propagation check failed: {e}"),
+                    })?;
+                    for name in &report.names {
+                        if !name.cname_chain.is_empty() {
+                            tracing::info!(
+                                "{} is a CNAME to {}; the values were found there",
+                                name.name,
+                                name.checked_name
+                            );
+                        }
+                    }
+                    for id in held.drain(..) {
+                        let tracked = progress.find(&id).ok_or_else(|| {
+                            Error::Internal(format!("solver reported unknown id {id}"))
+                        })?;
+                        let url = tracked.authz_url.clone();
+                        tracked.answered = true;
+                        order.answer(&url, kind).await?;
+                    }
+                }
+            }
             Readiness::Ready(id) => {
                 let tracked = progress
                     .find(&id)
@@ -384,4 +626,157 @@ async fn validate(
             })
         }
     }
+}
+
+/// The state of a two-step run, kept in `orders/NAME.json` between `begin` and
+/// `finish`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingState {
+    /// Version of this file's format.
+    pub format: u32,
+    /// The ACME directory.
+    pub server: String,
+    /// The order URL.
+    pub order_url: String,
+    /// The account that created it.
+    pub account_url: String,
+    /// The names ordered.
+    pub domains: Vec<String>,
+    /// The challenge type.
+    pub challenge_type: ChallengeType,
+    /// The challenges handed out, with their authorization URLs.
+    pub challenges: Vec<(Challenge, String)>,
+    /// The request, to finish it unattended.
+    pub settings: CertSettings,
+    /// When `begin` created it (RFC 3339).
+    pub created: String,
+}
+
+/// `order begin`: creates the order (or picks up the still-pending one from an
+/// earlier `begin` for the same names) and returns the challenge data. Nothing is
+/// answered to the CA.
+pub async fn begin(
+    req: &IssueRequest,
+    store: &Store,
+) -> Result<crate::report::OrderDocument, Error> {
+    let lock = store.lock(&req.cert_name)?;
+    let acme = Acme::connect(&req.server, req.ca_bundle.as_deref()).await?;
+    let session = account(req, store, &acme).await?;
+    let domains = req.domains();
+    if let Some(state) = store.load_order::<PendingState>(&req.cert_name)? {
+        if state.server == req.server
+            && state.domains == domains
+            && state.challenge_type == req.challenge_type
+        {
+            match session
+                .resume_order(&state.order_url)
+                .await
+                .map(|mut order| order.status())
+            {
+                Ok(status @ ("pending" | "ready")) => {
+                    tracing::info!(url = state.order_url, "the earlier order is still {status}");
+                    return Ok(order_document(&req.cert_name, &state, status, true));
+                }
+                Ok(status) => tracing::info!("the earlier order is {status}; creating a new one"),
+                Err(e) => tracing::info!("the earlier order is gone ({e}); creating a new one"),
+            }
+        } else {
+            tracing::info!("the names or the CA changed; replacing the earlier order");
+        }
+        store.remove_order(&lock)?;
+    }
+    let mut order = create_order(req, &acme, &session).await?;
+    let tracked = challenges_of(req, &session, &mut order).await?;
+    let state = PendingState {
+        format: 1,
+        server: req.server.clone(),
+        order_url: order.url().to_owned(),
+        account_url: session.account_url().to_owned(),
+        domains,
+        challenge_type: req.challenge_type,
+        challenges: tracked
+            .into_iter()
+            .map(|t| (t.challenge, t.authz_url))
+            .collect(),
+        created: crate::time::now_rfc3339(),
+        settings: req.settings("two-step", session.account_url()),
+    };
+    store.save_order(&lock, &state)?;
+    Ok(order_document(
+        &req.cert_name,
+        &state,
+        order.status(),
+        false,
+    ))
+}
+
+fn order_document(
+    name: &CertName,
+    state: &PendingState,
+    status: &str,
+    resumed: bool,
+) -> crate::report::OrderDocument {
+    let challenges: Vec<Challenge> = state.challenges.iter().map(|(c, _)| c.clone()).collect();
+    let (challenge_data, challenge_data_dns) =
+        crate::report::OrderDocument::ansible_views(&challenges);
+    crate::report::OrderDocument {
+        format: crate::report::FORMAT,
+        name: name.to_string(),
+        domains: state.domains.clone(),
+        order_url: state.order_url.clone(),
+        account_url: state.account_url.clone(),
+        status: status.to_owned(),
+        resumed,
+        challenge_type: state.challenge_type,
+        challenges,
+        challenge_data,
+        challenge_data_dns,
+    }
+}
+
+/// `order finish`: answers the challenges `begin` handed out (the consumer has
+/// deployed them), waits for validation, finalizes and stores the certificate.
+pub async fn finish(name: &CertName, store: &Store) -> Result<Issued, Error> {
+    let lock = store.lock(name)?;
+    let state = store.load_order::<PendingState>(name)?.ok_or_else(|| {
+        Error::Config(format!(
+            "no pending order for {name}: run `acme-bridge order begin` first"
+        ))
+    })?;
+    let req = &IssueRequest::from_settings(name, &state.settings)?;
+    let acme = Acme::connect(&state.server, req.ca_bundle.as_deref()).await?;
+    let session = account(req, store, &acme).await?;
+    let mut order = session.resume_order(&state.order_url).await?;
+    if order.status() == "pending" {
+        for (challenge, authz_url) in &state.challenges {
+            tracing::info!("asking the CA to validate {}", challenge.domain);
+            order.answer(authz_url, state.challenge_type).await?;
+        }
+    }
+    match order.wait_validated().await? {
+        OrderOutcome::Ready => {}
+        OrderOutcome::Invalid(order_problem) => {
+            let problems = order.challenge_problems().await?;
+            store.remove_order(&lock)?;
+            let failed = state
+                .challenges
+                .iter()
+                .find_map(|(c, url)| problems.iter().find(|(u, _)| u == url).map(|(_, p)| (c, p)));
+            return Err(match failed {
+                Some((c, problem)) => Error::ChallengeInvalid {
+                    id: c.id.clone(),
+                    domain: c.domain.clone(),
+                    problem: Box::new(problem.clone()),
+                },
+                None => Error::ChallengeInvalid {
+                    id: String::new(),
+                    domain: state.domains.first().cloned().unwrap_or_default(),
+                    problem: Box::new(order_problem.unwrap_or_default()),
+                },
+            });
+        }
+    }
+    let issued = complete(req, store, &lock, &acme, &session, &mut order, "two-step").await?;
+    store.remove_order(&lock)?;
+    Ok(issued)
 }

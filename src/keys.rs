@@ -52,6 +52,26 @@ impl KeyType {
         }
     }
 
+    /// Whether `key` is of this type (RSA sizes are not distinguished by rcgen's
+    /// algorithm, so the public key length decides).
+    pub fn matches(self, key: &KeyPair) -> bool {
+        let alg = key.algorithm();
+        match self {
+            Self::EcP256 => alg == &rcgen::PKCS_ECDSA_P256_SHA256,
+            Self::EcP384 => alg == &rcgen::PKCS_ECDSA_P384_SHA384,
+            Self::Rsa2048 | Self::Rsa3072 | Self::Rsa4096 => {
+                let bits = match self {
+                    Self::Rsa2048 => 2048,
+                    Self::Rsa3072 => 3072,
+                    _ => 4096,
+                };
+                alg == &rcgen::PKCS_RSA_SHA256
+                    && rcgen::PublicKeyData::der_bytes(key).len() > bits / 8
+                    && rcgen::PublicKeyData::der_bytes(key).len() < bits / 8 + 32
+            }
+        }
+    }
+
     /// Generates a fresh key pair of this type.
     pub fn generate(self) -> Result<KeyPair, rcgen::Error> {
         match self {

@@ -293,6 +293,12 @@ pub enum SchemaDocument {
     Output,
     /// Replies acme-bridge reads: `schema/input-v1.json`.
     Input,
+    /// `acme-bridge list`: `schema/list-v1.json`.
+    List,
+    /// `acme-bridge plan`: `schema/plan-v1.json`.
+    Plan,
+    /// `acme-bridge order begin`: `schema/order-v1.json`.
+    Order,
 }
 
 impl SchemaDocument {
@@ -301,6 +307,9 @@ impl SchemaDocument {
         match self {
             Self::Output => "output-v1.json",
             Self::Input => "input-v1.json",
+            Self::List => "list-v1.json",
+            Self::Plan => "plan-v1.json",
+            Self::Order => "order-v1.json",
         }
     }
 
@@ -309,7 +318,17 @@ impl SchemaDocument {
         let schema = match self {
             Self::Output => schemars::schema_for!(Output),
             Self::Input => schemars::schema_for!(Input),
+            Self::List => schemars::schema_for!(crate::report::CertificateList),
+            Self::Plan => schemars::schema_for!(crate::report::Plan),
+            Self::Order => schemars::schema_for!(crate::report::OrderDocument),
         };
+        // Keys sorted, whatever map order serde_json keeps: the committed files
+        // stay stable (serde_json's `preserve_order` is enabled for the
+        // certbot-external-auth messages, whose field order matters).
+        // schemars still puts its keywords (`$schema`, `title`, …) first.
+        let mut value = schema.to_value();
+        value.sort_all_objects();
+        let schema = schemars::Schema::try_from(value).expect("a schema is an object");
         let mut text = serde_json::to_string_pretty(&schema).expect("a schema serialises");
         text.push('\n');
         text

@@ -462,6 +462,35 @@ impl Store {
         read_json(&self.renewal_path(name))
     }
 
+    /// `orders/NAME.json`: the pending order of a two-step run.
+    pub fn order_path(&self, name: &CertName) -> PathBuf {
+        self.root.join("orders").join(format!("{name}.json"))
+    }
+
+    /// Saves the pending order of a two-step run for the locked certificate (0600).
+    pub fn save_order<T: Serialize>(&self, lock: &CertLock, order: &T) -> Result<(), StoreError> {
+        ensure_dir(&self.root.join("orders"))?;
+        write_json(&self.order_path(lock.name()), order)
+    }
+
+    /// Loads the pending order of `name`, `None` if there is none.
+    pub fn load_order<T: DeserializeOwned>(
+        &self,
+        name: &CertName,
+    ) -> Result<Option<T>, StoreError> {
+        read_json(&self.order_path(name))
+    }
+
+    /// Forgets the pending order of the locked certificate (finished or replaced).
+    pub fn remove_order(&self, lock: &CertLock) -> Result<(), StoreError> {
+        let path = self.order_path(lock.name());
+        match fs::remove_file(&path) {
+            Ok(()) => sync_dir(&self.root.join("orders")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("remove", &path)(e)),
+        }
+    }
+
     /// Every certificate with a live directory, sorted.
     pub fn names(&self) -> Result<Vec<CertName>, StoreError> {
         let live = self.root.join("live");

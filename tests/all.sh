@@ -22,6 +22,7 @@ step_prerequisites() {
     ab_ensure_pebble
     ab_ensure_python3
     ab_ensure_openssl
+    ab_ensure_acme2certifier
     command -v cargo >/dev/null 2>&1 || ab_die "cargo not found: install Rust (https://rustup.rs)"
     # rustfmt and clippy are in rustup's default profile, but not in a minimal one.
     if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
@@ -29,6 +30,7 @@ step_prerequisites() {
         rustup component add rustfmt clippy
     fi
     ab_log "pebble: $(command -v pebble), python3: $(python3 --version 2>&1), $(cargo --version)"
+    ab_log "acme2certifier $AB_A2C_VERSION: $(ab_a2c_venv)"
 }
 
 step_fmt() {

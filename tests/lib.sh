@@ -93,6 +93,49 @@ ab_ensure_openssl() {
 }
 
 # ---------------------------------------------------------------------------------------
+# acme2certifier (a second ACME server for the integration tests, with ARI and profiles)
+# ---------------------------------------------------------------------------------------
+
+# The release the test harness (tests/it/a2c_harness.rs) is written against.
+AB_A2C_VERSION=0.46.3
+
+# ab_a2c_venv   the virtual environment the tests look for, under the (gitignored) target/
+# directory of the repository; run from the repository root
+ab_a2c_venv() {
+    printf '%s\n' "$PWD/target/a2c-venv"
+}
+
+# ab_ensure_acme2certifier   acme2certifier $AB_A2C_VERSION in $(ab_a2c_venv), installed
+# with pip from PyPI when missing or of another version. `python3 -m venv` needs Debian's
+# python3-venv (ensurepip) on a Debian python3; it is installed when venv creation fails.
+ab_ensure_acme2certifier() {
+    local venv python
+    venv=$(ab_a2c_venv)
+    python=$venv/bin/python3
+    if [ -x "$python" ] && "$python" - "$AB_A2C_VERSION" >/dev/null 2>&1 <<'EOF'
+import importlib.metadata, sys
+import acme2certifier.cahandlers.openssl_ca_handler  # what the harness loads
+sys.exit(0 if importlib.metadata.version("acme2certifier") == sys.argv[1] else 1)
+EOF
+    then
+        return 0
+    fi
+    ab_log "installing acme2certifier $AB_A2C_VERSION into $venv"
+    rm -rf "$venv"
+    mkdir -p "$(dirname "$venv")"
+    if ! python3 -m venv "$venv"; then
+        rm -rf "$venv"
+        ab_log "python3 -m venv failed; installing the Debian package python3-venv"
+        ab_apt_install python3-venv
+        python3 -m venv "$venv" || ab_die "python3 -m venv $venv fails even with python3-venv installed"
+    fi
+    "$python" -m pip install --quiet --disable-pip-version-check "acme2certifier==$AB_A2C_VERSION" \
+        || ab_die "pip install acme2certifier==$AB_A2C_VERSION into $venv failed (see above)"
+    "$python" -c 'import acme2certifier.cahandlers.openssl_ca_handler' \
+        || ab_die "acme2certifier was installed into $venv but does not import (see above)"
+}
+
+# ---------------------------------------------------------------------------------------
 # Cargo
 # ---------------------------------------------------------------------------------------
 

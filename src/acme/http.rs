@@ -100,7 +100,14 @@ impl Transport {
             .https_only()
             .enable_http1()
             .enable_http2()
-            .build();
+            .wrap_connector({
+                // Without TCP_NODELAY every POST waits ~40 ms for a delayed ACK
+                // (Nagle): the JWS body goes out in a second write.
+                let mut tcp = HttpConnector::new();
+                tcp.enforce_http(false);
+                tcp.set_nodelay(true);
+                tcp
+            });
         let connections = Arc::new(AtomicU32::new(0));
         let client = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))

@@ -2,6 +2,9 @@
 //! Nothing past this module sees a clap type.
 
 mod issue;
+mod lifecycle;
+mod options;
+mod order;
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
@@ -44,10 +47,21 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Get a certificate: create the order, hand out the challenges, store the result.
-    Issue(issue::IssueArgs),
-    /// Print the JSON Schema of the protocol (draft 2020-12).
+    Issue(Box<issue::IssueArgs>),
+    /// Every stored certificate, its expiry and renewal state, as JSON (offline).
+    List,
+    /// What `renew` would do and why, as JSON, without contacting the CA (unless --ari).
+    Plan(lifecycle::PlanArgs),
+    /// A two-step run: `order begin` prints the challenge data and exits; `order
+    /// finish NAME` completes it later.
+    Order(order::OrderArgs),
+    /// Revoke a stored certificate at its CA.
+    Revoke(lifecycle::RevokeArgs),
+    /// Show or change the ACME account of a CA.
+    Account(lifecycle::AccountArgs),
+    /// Print a JSON Schema (draft 2020-12): the protocol, or a lifecycle document.
     Schema {
-        /// Which direction: messages acme-bridge writes, or replies it reads.
+        /// Which: `output`/`input` (the protocol's two directions), `list`, `plan`, `order`.
         #[arg(value_enum, default_value_t = SchemaArg::Output)]
         document: SchemaArg,
     },
@@ -66,6 +80,12 @@ enum SchemaArg {
     Output,
     /// Replies on stdin.
     Input,
+    /// The `list` document.
+    List,
+    /// The `plan` document.
+    Plan,
+    /// The `order begin` document.
+    Order,
 }
 
 /// Runs the program with these arguments and returns its exit code.
@@ -94,6 +114,9 @@ where
             &match document {
                 SchemaArg::Output => SchemaDocument::Output,
                 SchemaArg::Input => SchemaDocument::Input,
+                SchemaArg::List => SchemaDocument::List,
+                SchemaArg::Plan => SchemaDocument::Plan,
+                SchemaArg::Order => SchemaDocument::Order,
             }
             .render(),
         ),
@@ -102,6 +125,11 @@ where
             clap_complete::generate(shell, &mut Cli::command(), "acme-bridge", &mut out);
             print(&String::from_utf8_lossy(&out))
         }
+        Command::List => lifecycle::list(config_dir(cli.config_dir)),
+        Command::Plan(args) => lifecycle::plan(args, config_dir(cli.config_dir)),
+        Command::Order(args) => order::run(args, config_dir(cli.config_dir)),
+        Command::Revoke(args) => lifecycle::revoke(args, config_dir(cli.config_dir)),
+        Command::Account(args) => lifecycle::account(args, config_dir(cli.config_dir)),
         Command::Man => {
             let mut out = Vec::new();
             match clap_mangen::Man::new(Cli::command()).render(&mut out) {
@@ -110,9 +138,28 @@ where
             }
         }
         Command::Issue(args) => {
-            issue::run(args, cli.config_dir.unwrap_or_else(Store::default_root))
+            issue::run(*args, cli.config_dir.unwrap_or_else(Store::default_root))
         }
     }
+}
+
+fn config_dir(given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(Store::default_root)
+}
+
+/// Runs a future on a single-threaded runtime; does not wait for a blocked stdin
+/// read at the end.
+pub(crate) fn block_on(future: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&Error::Internal(format!("cannot start the runtime: {e}"))),
+    };
+    let code = runtime.block_on(future);
+    runtime.shutdown_background();
+    code
 }
 
 /// Prints an error before any protocol started, and returns its exit code.
@@ -122,7 +169,7 @@ pub(crate) fn fail(err: &Error) -> ExitCode {
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error.
-fn print(text: &str) -> ExitCode {
+pub(crate) fn print(text: &str) -> ExitCode {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => ExitCode::SUCCESS,

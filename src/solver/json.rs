@@ -256,22 +256,7 @@ impl<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin> Solver for JsonSolver<R, W>
 
     async fn finish(&mut self, result: Result<&Issued, &Error>) -> Result<(), Error> {
         let message = match result {
-            Ok(issued) => {
-                let lineage = &issued.lineage;
-                let path = |p: &std::path::Path| p.display().to_string();
-                Output::Certificate(CertificateMessage {
-                    name: lineage.name.to_string(),
-                    domains: issued.domains.clone(),
-                    version: lineage.version,
-                    serial: issued.info.serial.clone(),
-                    not_before: crate::time::rfc3339(issued.info.not_before),
-                    not_after: crate::time::rfc3339(issued.info.not_after),
-                    cert_path: path(&lineage.cert),
-                    chain_path: path(&lineage.chain),
-                    fullchain_path: path(&lineage.fullchain),
-                    key_path: path(&lineage.privkey),
-                })
-            }
+            Ok(issued) => Output::Certificate(CertificateMessage::from(issued)),
             Err(err) => Output::Error(ErrorMessage {
                 fatal: true,
                 kind: err.kind(),

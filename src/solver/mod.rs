@@ -5,7 +5,13 @@
 //! each up with its outcome, and announce the result. The ACME code never knows
 //! which mode runs, and a mode never talks to the CA.
 
+pub mod compat;
+pub mod external_auth;
+pub mod handler;
 pub mod json;
+pub mod manual;
+pub mod standalone;
+pub mod webroot;
 
 use std::time::Duration;
 
@@ -111,4 +117,23 @@ pub trait Solver {
 
     /// Announces how the run ended. Called once, last.
     async fn finish(&mut self, result: Result<&Issued, &Error>) -> Result<(), Error>;
+}
+
+impl From<&Issued> for crate::protocol::CertificateMessage {
+    fn from(issued: &Issued) -> Self {
+        let lineage = &issued.lineage;
+        let path = |p: &std::path::Path| p.display().to_string();
+        Self {
+            name: lineage.name.to_string(),
+            domains: issued.domains.clone(),
+            version: lineage.version,
+            serial: issued.info.serial.clone(),
+            not_before: crate::time::rfc3339(issued.info.not_before),
+            not_after: crate::time::rfc3339(issued.info.not_after),
+            cert_path: path(&lineage.cert),
+            chain_path: path(&lineage.chain),
+            fullchain_path: path(&lineage.fullchain),
+            key_path: path(&lineage.privkey),
+        }
+    }
 }

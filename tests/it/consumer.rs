@@ -171,20 +171,31 @@ pub(crate) struct Bridge {
     args: Vec<OsString>,
 }
 
-/// The arguments of `acme-bridge --config-dir DIR issue --server ... --ca-bundle ...`
-/// for `pebble`, without `--agree-tos` and without any domain.
-pub(crate) fn base_issue_args(pebble: &Pebble, config_dir: &Path) -> Vec<OsString> {
+/// `issue --mode json --server DIR_URL --ca-bundle CA` for `pebble`: no global options,
+/// no `--agree-tos`, no domain.
+pub(crate) fn issue_args(pebble: &Pebble) -> Vec<OsString> {
+    issue_args_for(pebble.directory_url(), pebble.ca_bundle_path())
+}
+
+/// [`issue_args`] for any ACME server (acme2certifier, ...): `issue --mode json --server
+/// DIRECTORY_URL --ca-bundle CA_BUNDLE`.
+pub(crate) fn issue_args_for(directory_url: &str, ca_bundle: &Path) -> Vec<OsString> {
     vec![
-        "--config-dir".into(),
-        config_dir.into(),
         "issue".into(),
         "--mode".into(),
         "json".into(),
         "--server".into(),
-        pebble.directory_url().into(),
+        directory_url.into(),
         "--ca-bundle".into(),
-        pebble.ca_bundle_path().into(),
+        ca_bundle.into(),
     ]
+}
+
+/// `--config-dir DIR` followed by [`issue_args`].
+pub(crate) fn base_issue_args(pebble: &Pebble, config_dir: &Path) -> Vec<OsString> {
+    let mut args = vec!["--config-dir".into(), config_dir.into()];
+    args.extend(issue_args(pebble));
+    args
 }
 
 impl Bridge {
@@ -281,7 +292,6 @@ impl Bridge {
     }
 
     /// Messages read so far.
-    #[allow(dead_code)]
     pub(crate) fn messages(&self) -> &[Value] {
         &self.messages
     }
@@ -455,9 +465,6 @@ impl Bridge {
             ),
         };
         self.note(format!("exit   {status}"));
-        if self.started.elapsed() > Duration::from_secs(20) {
-            eprintln!("SLOWRUN\n{}", self.context());
-        }
         let _ = tokio::time::timeout(HANG_GUARD, &mut self.stderr_task).await;
         Finished {
             args: self.args.clone(),

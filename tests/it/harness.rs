@@ -9,6 +9,7 @@ use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -40,6 +41,7 @@ pub(crate) struct PebbleBuilder {
     certificate_validity_period: Option<u64>,
     env: Vec<(String, String)>,
     config: serde_json::Map<String, Value>,
+    responder_ports: Option<(u16, u16)>,
 }
 
 impl Default for PebbleBuilder {
@@ -50,6 +52,7 @@ impl Default for PebbleBuilder {
             certificate_validity_period: None,
             env: Vec::new(),
             config: serde_json::Map::new(),
+            responder_ports: None,
         }
     }
 }
@@ -80,8 +83,17 @@ impl PebbleBuilder {
         self
     }
 
-    /// An extra key in Pebble's `{"pebble": {...}}` configuration object.
+    /// Pebble validates against the test's own responders: http-01 on
+    /// `127.0.0.1:http_port`, tls-alpn-01 on `127.0.0.1:tls_port` (challtestsrv's DNS
+    /// answers 127.0.0.1 for every name), and challtestsrv's http-01 and tls-alpn-01
+    /// listeners are off. Pick the ports with [`free_tcp_port`].
     #[allow(dead_code)]
+    pub(crate) fn own_responders(mut self, http_port: u16, tls_port: u16) -> Self {
+        self.responder_ports = Some((http_port, tls_port));
+        self
+    }
+
+    /// An extra key in Pebble's `{"pebble": {...}}` configuration object.
     pub(crate) fn config(mut self, key: &str, value: Value) -> Self {
         self.config.insert(key.to_owned(), value);
         self
@@ -136,8 +148,16 @@ impl PebbleBuilder {
         );
         config.insert("certificate".into(), json!(cert_file));
         config.insert("privateKey".into(), json!(key_file));
-        config.insert("httpPort".into(), json!(ports.http01));
-        config.insert("tlsPort".into(), json!(ports.tlsalpn01));
+        let (http_port, tls_port) = self
+            .responder_ports
+            .unwrap_or((ports.http01, ports.tlsalpn01));
+        config.insert("httpPort".into(), json!(http_port));
+        config.insert("tlsPort".into(), json!(tls_port));
+        // With the test's own responders, challtestsrv serves neither challenge.
+        let challtestsrv_listener = |port: u16| match self.responder_ports {
+            Some(_) => String::new(),
+            None => format!("127.0.0.1:{port}"),
+        };
         config.insert("ocspResponderURL".into(), json!(""));
         config.insert("externalAccountBindingRequired".into(), json!(false));
         if let Some(seconds) = self.certificate_validity_period {
@@ -161,11 +181,11 @@ impl PebbleBuilder {
                 "-dns01",
                 &format!("127.0.0.1:{}", ports.dns),
                 "-http01",
-                &format!("127.0.0.1:{}", ports.http01),
+                &challtestsrv_listener(ports.http01),
                 "-https01",
                 "",
                 "-tlsalpn01",
-                &format!("127.0.0.1:{}", ports.tlsalpn01),
+                &challtestsrv_listener(ports.tlsalpn01),
                 "-defaultIPv6",
                 "",
                 "-defaultIPv4",
@@ -283,6 +303,21 @@ impl Pebble {
         self.management_get("/intermediates/0").await
     }
 
+    /// Root `index` (PEM) from the management interface, `/roots/<index>`: 0 is the
+    /// default chain's root, 1.. the alternate roots (`PEBBLE_ALTERNATE_ROOTS`).
+    #[allow(dead_code)]
+    pub(crate) async fn root_pem(&self, index: usize) -> String {
+        self.management_get(&format!("/roots/{index}")).await
+    }
+
+    /// A GET on the management interface (`/cert-status-by-serial/<hex>`, ...), whatever
+    /// the status.
+    #[allow(dead_code)]
+    pub(crate) async fn management(&self, path: &str) -> (StatusCode, Bytes) {
+        let url = format!("https://127.0.0.1:{}{path}", self.ports.management);
+        self.http.get(&url).await
+    }
+
     async fn management_get(&self, path: &str) -> String {
         let url = format!("https://127.0.0.1:{}{path}", self.ports.management);
         let (status, body) = self.http.get(&url).await;
@@ -298,10 +333,38 @@ impl Pebble {
     }
 
     /// challtestsrv `/clear-txt`: removes every TXT value of `host` (with trailing dot).
-    #[allow(dead_code)]
     pub(crate) async fn clear_txt(&self, host: &str) {
         assert!(host.ends_with('.'), "clear-txt host must be a FQDN: {host}");
         self.challtestsrv("/clear-txt", json!({ "host": host }))
+            .await;
+    }
+
+    /// The address of challtestsrv's mock DNS server (UDP and TCP), `127.0.0.1:PORT`.
+    #[allow(dead_code)]
+    pub(crate) fn dns_addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.ports.dns))
+    }
+
+    /// challtestsrv `/set-cname`: answers `host` with a CNAME to `target` (both FQDNs).
+    #[allow(dead_code)]
+    pub(crate) async fn set_cname(&self, host: &str, target: &str) {
+        assert!(host.ends_with('.'), "set-cname host must be a FQDN: {host}");
+        assert!(
+            target.ends_with('.'),
+            "set-cname target must be a FQDN: {target}"
+        );
+        self.challtestsrv("/set-cname", json!({ "host": host, "target": target }))
+            .await;
+    }
+
+    /// challtestsrv `/clear-cname`: removes the CNAME of `host` (with trailing dot).
+    #[allow(dead_code)]
+    pub(crate) async fn clear_cname(&self, host: &str) {
+        assert!(
+            host.ends_with('.'),
+            "clear-cname host must be a FQDN: {host}"
+        );
+        self.challtestsrv("/clear-cname", json!({ "host": host }))
             .await;
     }
 
@@ -413,6 +476,12 @@ impl Pebble {
         &self.http
     }
 
+    /// pebble-challtestsrv's management API, `http://127.0.0.1:PORT`, for hook scripts
+    /// that publish challenges the way users' scripts call their DNS provider.
+    pub(crate) fn challtestsrv_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports.challtestsrv)
+    }
+
     async fn wait_until_ready(&mut self) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + STARTUP_GUARD;
         let mut directory_ok = false;
@@ -425,6 +494,14 @@ impl Pebble {
             ] {
                 if let Some(status) = child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                     return Err(format!("{name} exited early with {status}"));
+                }
+            }
+            for (name, log) in [
+                ("pebble", self.pebble_log()),
+                ("pebble-challtestsrv", self.challtestsrv_log()),
+            ] {
+                if log.contains("address already in use") {
+                    return Err(format!("{name} could not bind one of its ports"));
                 }
             }
             if !directory_ok {
@@ -491,22 +568,61 @@ fn spawn_logged(command: &mut Command, log: &Path) -> Child {
         })
 }
 
-/// Picks `n` distinct free loopback ports (free for both TCP and UDP when possible).
+/// Picks `n` distinct loopback ports that are free for both TCP and UDP right now.
+///
+/// Each candidate is checked by binding it. Candidates come from below the kernel's
+/// ephemeral range (`ip_local_port_range`) when there is room, so that the many
+/// outgoing connections of tests running in parallel (which take ephemeral ports) cannot
+/// grab a port between the check and the server's own bind; a process-wide counter keeps
+/// parallel tests of this binary apart. Without such room, the kernel picks (`:0`).
 fn free_ports(n: usize) -> Vec<u16> {
-    let mut held = Vec::new();
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let window = port_window();
     let mut ports = Vec::new();
+    let mut held = Vec::new();
+    let mut attempts = 0;
     while ports.len() < n {
-        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        attempts += 1;
+        assert!(attempts < 10_000, "no free loopback ports");
+        let candidate = match window {
+            Some((low, high)) => {
+                let span = u32::from(high - low);
+                let offset =
+                    (std::process::id() * 7919 + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+                low + u16::try_from(offset).expect("offset within a u16 span")
+            }
+            None => 0,
+        };
+        let Ok(tcp) = TcpListener::bind(("127.0.0.1", candidate)) else {
+            continue;
+        };
         let port = tcp.local_addr().expect("local addr").port();
         // The DNS port is used for UDP too; keep only ports free for both.
         if let Ok(udp) = UdpSocket::bind(("127.0.0.1", port)) {
-            ports.push(port);
+            if !ports.contains(&port) {
+                ports.push(port);
+            }
             held.push((tcp, Some(udp)));
         } else {
             held.push((tcp, None));
         }
     }
     ports
+}
+
+/// One loopback TCP port that is free right now (see [`free_ports`]), for a responder
+/// the test or the program under test binds.
+#[allow(dead_code)]
+pub(crate) fn free_tcp_port() -> u16 {
+    free_ports(1)[0]
+}
+
+/// `[low, high)` below the ephemeral port range, if that leaves a useful window.
+fn port_window() -> Option<(u16, u16)> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let ephemeral_low: u16 = range.split_whitespace().next()?.parse().ok()?;
+    let low = 10_000;
+    (ephemeral_low > low + 2_000).then_some((low, ephemeral_low))
 }
 
 /// Throwaway PKI for Pebble's HTTPS listeners.

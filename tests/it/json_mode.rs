@@ -1072,10 +1072,7 @@ async fn cert_name_option_names_the_lineage() {
 async fn config_dir_can_come_from_the_environment() {
     let pebble = Pebble::start().await;
     let config = config_dir();
-    let mut args: Vec<std::ffi::OsString> = base_issue_args(&pebble, config.path())
-        .into_iter()
-        .skip(2) // no --config-dir DIR
-        .collect();
+    let mut args = consumer::issue_args(&pebble); // no --config-dir
     args.extend(["--agree-tos", "-d", "envdir.test", "--challenge", "dns-01"].map(Into::into));
     let mut bridge = Bridge::spawn_with_env(args, &[("ACME_BRIDGE_CONFIG_DIR", config.path())]);
     let challenges = bridge.until_awaiting().await;
@@ -1102,4 +1099,42 @@ async fn verbose_logs_stay_on_stderr() {
     run.assert_exit(0);
     run.assert_protocol_shape();
     assert!(!run.stderr.is_empty(), "-v logs something on stderr");
+}
+
+// --- the CA says no -----------------------------------------------------------------------
+
+#[tokio::test]
+async fn ca_refusal_is_reported_with_its_problem_document_and_exit_3() {
+    let pebble = Pebble::builder()
+        .config("domainBlocklist", json!(["blocked.test"]))
+        .start()
+        .await;
+    let config = config_dir();
+
+    let run = Bridge::issue(
+        &pebble,
+        config.path(),
+        &["-d", "blocked.test", "--challenge", "dns-01"],
+    )
+    .finish()
+    .await;
+
+    run.assert_exit(3);
+    run.assert_protocol_shape();
+    assert!(run.challenges().is_empty(), "{}", run.context());
+    let error = run.fatal_error();
+    assert_eq!(error["kind"], "ca", "{}", run.context());
+    assert_eq!(
+        error["problem"]["type"],
+        "urn:ietf:params:acme:error:rejectedIdentifier",
+        "the CA's problem type, unchanged\n{}",
+        run.context()
+    );
+    assert!(
+        error["problem"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("blocked.test")),
+        "the CA's detail, unchanged\n{}",
+        run.context()
+    );
 }

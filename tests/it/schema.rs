@@ -22,22 +22,44 @@ fn committed(path: &str) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
 }
 
-#[test]
-fn schema_output_prints_the_committed_output_schema() {
-    assert!(
-        printed_schema("output") == committed(OUTPUT_SCHEMA),
-        "`acme-bridge schema output` differs from {OUTPUT_SCHEMA}; regenerate it with \
-         `acme-bridge schema output > schema/output-v1.json`"
+/// Panics with the first differing line unless `printed` == `committed` byte for byte.
+fn assert_same(which: &str, path: &str) {
+    let printed = printed_schema(which);
+    let committed = committed(path);
+    if printed == committed {
+        return;
+    }
+    let printed = String::from_utf8_lossy(&printed);
+    let committed = String::from_utf8_lossy(&committed);
+    let first_difference = printed
+        .lines()
+        .zip(committed.lines())
+        .position(|(a, b)| a != b)
+        .unwrap_or_else(|| printed.lines().count().min(committed.lines().count()));
+    panic!(
+        "`acme-bridge schema {which}` differs from {path} (regenerate it with \
+         `acme-bridge schema {which} > {path}`); first difference at line {}:\n\
+         printed:   {:?}\ncommitted: {:?}",
+        first_difference + 1,
+        printed
+            .lines()
+            .nth(first_difference)
+            .unwrap_or("<end of output>"),
+        committed
+            .lines()
+            .nth(first_difference)
+            .unwrap_or("<end of file>"),
     );
 }
 
 #[test]
+fn schema_output_prints_the_committed_output_schema() {
+    assert_same("output", OUTPUT_SCHEMA);
+}
+
+#[test]
 fn schema_input_prints_the_committed_input_schema() {
-    assert!(
-        printed_schema("input") == committed(INPUT_SCHEMA),
-        "`acme-bridge schema input` differs from {INPUT_SCHEMA}; regenerate it with \
-         `acme-bridge schema input > schema/input-v1.json`"
-    );
+    assert_same("input", INPUT_SCHEMA);
 }
 
 #[test]
@@ -47,5 +69,15 @@ fn committed_schemas_are_json_schemas() {
             .unwrap_or_else(|e| panic!("{path} is not JSON: {e}"));
         jsonschema::validator_for(&schema)
             .unwrap_or_else(|e| panic!("{path} is not a valid JSON Schema: {e}"));
+    }
+}
+
+#[test]
+fn the_lifecycle_documents_print_their_committed_schemas() {
+    for which in ["list", "plan", "order"] {
+        assert_same(
+            which,
+            &format!("{}/schema/{which}-v1.json", env!("CARGO_MANIFEST_DIR")),
+        );
     }
 }
