@@ -103,8 +103,9 @@ pub fn load_many(store: &Store, names: &[CertName]) -> Result<Vec<Stored>, Error
         .collect()
 }
 
+/// Whole days left, rounded down: a certificate that expired an hour ago has -1.
 fn days_left(info: &CertInfo, now: OffsetDateTime) -> i64 {
-    (info.not_after - now).whole_days()
+    (info.not_after - now).whole_seconds().div_euclid(86_400)
 }
 
 fn verdict(decision: &Decision) -> RenewalVerdict {

@@ -280,6 +280,7 @@ pub async fn issue(
 ) -> Result<Issued, Error> {
     let lock = store.lock(&req.cert_name)?;
     let acme = Acme::connect(&req.server, req.ca_bundle.as_deref()).await?;
+    check_profile(req, &acme)?;
     let session = account(req, store, &acme).await?;
     let mut order = create_order(req, &acme, &session).await?;
 
@@ -292,12 +293,9 @@ pub async fn issue(
     complete(req, store, &lock, &acme, &session, &mut order, mode).await
 }
 
-/// Checks the profile and creates the order.
-async fn create_order(
-    req: &IssueRequest,
-    acme: &Acme,
-    session: &Session,
-) -> Result<PendingOrder, Error> {
+/// A profile the CA does not offer is a usage error, found before anything is
+/// registered or ordered.
+fn check_profile(req: &IssueRequest, acme: &Acme) -> Result<(), Error> {
     if let Some(profile) = &req.options.profile
         && !acme.meta().profiles.contains_key(profile)
     {
@@ -311,6 +309,15 @@ async fn create_order(
             )
         }));
     }
+    Ok(())
+}
+
+/// Creates the order.
+async fn create_order(
+    req: &IssueRequest,
+    acme: &Acme,
+    session: &Session,
+) -> Result<PendingOrder, Error> {
     Ok(session
         .new_order(
             &req.names,
@@ -661,6 +668,7 @@ pub async fn begin(
 ) -> Result<crate::report::OrderDocument, Error> {
     let lock = store.lock(&req.cert_name)?;
     let acme = Acme::connect(&req.server, req.ca_bundle.as_deref()).await?;
+    check_profile(req, &acme)?;
     let session = account(req, store, &acme).await?;
     let domains = req.domains();
     if let Some(state) = store.load_order::<PendingState>(&req.cert_name)? {

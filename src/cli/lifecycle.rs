@@ -251,6 +251,12 @@ async fn account_action(args: AccountArgs, store_root: PathBuf) -> Result<ExitCo
     match args.action {
         AccountAction::Show => unreachable!("handled offline above"),
         AccountAction::Update { email } => {
+            if let Some(bad) = email
+                .iter()
+                .find(|e| !e.contains('@') || e.contains(char::is_whitespace) || e.contains(','))
+            {
+                return Err(Error::Config(format!("--email {bad:?} is not an address")));
+            }
             let contact: Vec<String> = email.iter().map(|e| format!("mailto:{e}")).collect();
             let (url, directory, created) = (
                 stored.url.clone(),
