@@ -154,16 +154,7 @@ impl IssueArgs {
             )));
         }
         let cert_name = CertName::new(self.cert_name.as_deref().unwrap_or(first.base()))?;
-        let server = match self.server.as_str() {
-            "letsencrypt" => crate::acme::LETSENCRYPT.to_owned(),
-            "letsencrypt-staging" => crate::acme::LETSENCRYPT_STAGING.to_owned(),
-            url if url.starts_with("https://") => url.to_owned(),
-            other => {
-                return Err(Error::Config(format!(
-                    "--server {other:?} is not an https:// URL (ACME requires HTTPS), nor letsencrypt or letsencrypt-staging"
-                )));
-            }
-        };
+        let server = super::lifecycle::server_url(&self.server)?;
         if let Some(bundle) = &self.ca_bundle
             && !bundle.is_file()
         {
@@ -172,13 +163,7 @@ impl IssueArgs {
                 bundle.display()
             )));
         }
-        for email in &self.email {
-            if !email.contains('@') || email.contains(char::is_whitespace) || email.contains(',') {
-                return Err(Error::Config(format!(
-                    "--email {email:?} is not an address"
-                )));
-            }
-        }
+        super::lifecycle::check_emails(&self.email)?;
         let key_type = match self.key_type {
             KeyTypeArg::EcP256 => KeyType::EcP256,
             KeyTypeArg::EcP384 => KeyType::EcP384,

@@ -100,6 +100,17 @@ pub(super) fn server_url(server: &str) -> Result<String, Error> {
     }
 }
 
+/// Refuses contact addresses that cannot be one (`--email`).
+pub(super) fn check_emails(emails: &[String]) -> Result<(), Error> {
+    match emails
+        .iter()
+        .find(|e| !e.contains('@') || e.contains(char::is_whitespace) || e.contains(','))
+    {
+        Some(bad) => Err(Error::Config(format!("--email {bad:?} is not an address"))),
+        None => Ok(()),
+    }
+}
+
 fn names(raw: &[String]) -> Result<Vec<CertName>, Error> {
     raw.iter()
         .map(|n| CertName::new(n).map_err(Error::from))
@@ -251,12 +262,7 @@ async fn account_action(args: AccountArgs, store_root: PathBuf) -> Result<ExitCo
     match args.action {
         AccountAction::Show => unreachable!("handled offline above"),
         AccountAction::Update { email } => {
-            if let Some(bad) = email
-                .iter()
-                .find(|e| !e.contains('@') || e.contains(char::is_whitespace) || e.contains(','))
-            {
-                return Err(Error::Config(format!("--email {bad:?} is not an address")));
-            }
+            check_emails(&email)?;
             let contact: Vec<String> = email.iter().map(|e| format!("mailto:{e}")).collect();
             let (url, directory, created) = (
                 stored.url.clone(),
