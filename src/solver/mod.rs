@@ -93,6 +93,19 @@ pub struct Issued {
     pub info: CertInfo,
 }
 
+/// For modes that know every verdict once `present` returns (hooks, built-in
+/// responders): the next queued one.
+pub(crate) fn next_queued(
+    queue: &mut std::collections::VecDeque<Readiness>,
+    mode: &str,
+) -> Result<Readiness, Error> {
+    queue.pop_front().ok_or_else(|| {
+        Error::Internal(format!(
+            "{mode} mode was asked for a challenge it never presented"
+        ))
+    })
+}
+
 /// One way of presenting challenges. See the module documentation.
 // The runtime is single-threaded, so the futures need not be `Send`.
 #[allow(async_fn_in_trait)]

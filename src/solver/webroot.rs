@@ -346,17 +346,8 @@ impl Solver for WebrootSolver {
         Ok(())
     }
 
-    async fn next_ready(&mut self, deadline: &Deadline) -> Result<Readiness, Error> {
-        match self.ready.pop_front() {
-            Some(readiness) => Ok(readiness),
-            None => {
-                // Every presented challenge has been reported: nothing can come.
-                tokio::time::sleep_until(deadline.at).await;
-                Err(Error::Internal(
-                    "webroot mode was asked for a readiness it never promised".into(),
-                ))
-            }
-        }
+    async fn next_ready(&mut self, _: &Deadline) -> Result<Readiness, Error> {
+        super::next_queued(&mut self.ready, "webroot")
     }
 
     async fn cleanup(&mut self, done: &[Done<'_>]) -> Result<(), Error> {

@@ -594,9 +594,7 @@ impl Solver for HandlerSolver {
     }
 
     async fn next_ready(&mut self, _: &Deadline) -> Result<Readiness, Error> {
-        self.verdicts.pop_front().ok_or_else(|| {
-            Error::Internal("handler mode was asked for a challenge it never presented".into())
-        })
+        super::next_queued(&mut self.verdicts, "handler")
     }
 
     async fn cleanup(&mut self, done: &[Done<'_>]) -> Result<(), Error> {
