@@ -1102,3 +1102,127 @@ async fn profile_the_ca_does_not_offer_is_a_usage_error() {
     );
     assert!(!config.path().join("live/profile.test").exists());
 }
+
+/// `order begin` twice, then `order finish NAME`: one order at the CA, the same
+/// challenge data both times, and a stored certificate at the end.
+#[tokio::test]
+async fn two_step_begin_twice_gives_one_order_and_finish_issues_it() {
+    let pebble = Pebble::start().await;
+    let config = config_dir();
+    let ca = pebble.ca_bundle_path().to_str().expect("UTF-8").to_owned();
+    let begin_args = [
+        "order",
+        "begin",
+        "-d",
+        "two.step.test",
+        "-d",
+        "*.two.step.test",
+        "--challenge",
+        "dns-01",
+        "--server",
+        pebble.directory_url(),
+        "--ca-bundle",
+        &ca,
+        "--agree-tos",
+    ];
+    let schema: Value = serde_json::from_str(
+        &fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema/order-v1.json"))
+            .expect("order schema"),
+    )
+    .expect("schema JSON");
+    let validator = jsonschema::validator_for(&schema).expect("a valid schema");
+
+    let first = command(config.path(), &begin_args).await;
+    first.assert_exit(0);
+    let first = first.json();
+    assert!(
+        validator.is_valid(&first),
+        "order document breaks its schema: {first}"
+    );
+    assert_eq!(first["status"], "pending");
+    assert_eq!(first["resumed"], false);
+    assert_eq!(first["name"], "two.step.test");
+    let record = "_acme-challenge.two.step.test";
+    let values = first["challenge_data_dns"][record]
+        .as_array()
+        .unwrap_or_else(|| panic!("no challenge_data_dns for {record}: {first}"));
+    assert_eq!(
+        values.len(),
+        2,
+        "wildcard and apex share the record: {first}"
+    );
+    assert_eq!(
+        first["challenge_data"]["*.two.step.test"]["dns-01"]["record"],
+        record
+    );
+
+    let second = command(config.path(), &begin_args).await;
+    second.assert_exit(0);
+    let second = second.json();
+    assert_eq!(second["resumed"], true, "{second}");
+    assert_eq!(second["order_url"], first["order_url"]);
+    assert_eq!(second["challenges"], first["challenges"]);
+    assert_eq!(
+        pebble.requests_logged("POST", "/order-plz"),
+        1,
+        "a second order was created"
+    );
+
+    for value in values {
+        pebble
+            .set_txt(&format!("{record}."), value.as_str().expect("a string"))
+            .await;
+    }
+    let finished = command(config.path(), &["order", "finish", "two.step.test"]).await;
+    finished.assert_exit(0);
+    let certificate = finished.json();
+    assert_eq!(certificate["name"], "two.step.test");
+    let cert = config.path().join("live/two.step.test/cert.pem");
+    let der = leaf_of(&cert);
+    let mut names = certs::dns_names(&der);
+    names.sort();
+    assert_eq!(names, ["*.two.step.test", "two.step.test"]);
+    assert!(
+        !config.path().join("orders/two.step.test.json").exists(),
+        "the pending order was not forgotten"
+    );
+    let again = command(config.path(), &["order", "finish", "two.step.test"]).await;
+    again.assert_exit(2);
+}
+
+/// A pending order the CA no longer knows (expired, deleted) is replaced by a new
+/// one instead of being handed out again.
+#[tokio::test]
+async fn two_step_begin_replaces_an_order_the_ca_no_longer_has() {
+    let pebble = Pebble::start().await;
+    let config = config_dir();
+    let ca = pebble.ca_bundle_path().to_str().expect("UTF-8").to_owned();
+    let begin_args = [
+        "order",
+        "begin",
+        "-d",
+        "gone.test",
+        "--challenge",
+        "dns-01",
+        "--server",
+        pebble.directory_url(),
+        "--ca-bundle",
+        &ca,
+        "--agree-tos",
+    ];
+    let first = command(config.path(), &begin_args).await;
+    first.assert_exit(0);
+    let first = first.json();
+    let state_path = config.path().join("orders/gone.test.json");
+    let mut state = read_json(&state_path);
+    let url = first["order_url"].as_str().expect("order_url");
+    state["order_url"] = json!(format!("{url}-no-such-order"));
+    fs::write(&state_path, state.to_string()).expect("rewrite the order state");
+
+    let second = command(config.path(), &begin_args).await;
+    second.assert_exit(0);
+    let second = second.json();
+    assert_eq!(second["resumed"], false, "{second}");
+    assert_ne!(second["order_url"], first["order_url"]);
+    assert_eq!(pebble.requests_logged("POST", "/order-plz"), 2);
+}
