@@ -1026,7 +1026,7 @@ async fn wildcard_with_http01_is_refused_before_any_order() {
 
 #[tokio::test]
 async fn bad_nonce_rejections_are_retried() {
-    let pebble = Pebble::builder().nonce_reject_percent(30).start().await;
+    let pebble = Pebble::builder().nonce_reject_percent(50).start().await;
     let config = config_dir();
     let run = consumer::issue_ok(
         &pebble,
