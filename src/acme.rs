@@ -225,10 +225,13 @@ impl Acme {
     }
 
     /// Uses a stored account.
-    pub async fn load_account(&self, stored: StoredAccount) -> Result<Session, AcmeError> {
-        let key_pkcs8 = stored.credentials.private_key().secret_pkcs8_der().to_vec();
+    pub async fn load_account(
+        &self,
+        credentials: AccountCredentials,
+    ) -> Result<Session, AcmeError> {
+        let key_pkcs8 = credentials.private_key().secret_pkcs8_der().to_vec();
         let account = Account::builder_with_http(Box::new(self.transport.clone()))
-            .from_credentials(stored.credentials)
+            .from_credentials(credentials)
             .await
             .map_err(|e| AcmeError::from_lib("loading the stored account", e))?;
         Ok(Session {
@@ -283,6 +286,7 @@ impl Acme {
 
 /// External Account Binding: the key id and HMAC key the CA gave out of band.
 /// The key never appears in `Debug` output or logs.
+#[derive(Clone)]
 pub struct ExternalAccountBinding {
     /// The key identifier.
     pub kid: String,

@@ -241,7 +241,7 @@ pub async fn ari_window(
         .map_err(|e| e.to_string())?
         .ok_or("no account is stored for its CA")?;
     let session = acme
-        .load_account(account)
+        .load_account(account.credentials)
         .await
         .map_err(|e| e.to_string())?;
     let der = stored.der().map_err(|e| e.to_string())?;

@@ -46,7 +46,7 @@ pub struct IssueRequest {
 }
 
 /// Lifecycle options of an issuance; all default to off.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct IssueOptions {
     /// Ask the CA for this certificate profile.
     pub profile: Option<String>,
@@ -64,27 +64,6 @@ pub struct IssueOptions {
     pub dns_resolvers: crate::dns_check::Resolvers,
     /// The certificate this one replaces (DER), for ARI's `replaces`.
     pub replaces: Option<Vec<u8>>,
-}
-
-impl Clone for IssueOptions {
-    fn clone(&self) -> Self {
-        Self {
-            profile: self.profile.clone(),
-            preferred_chain: self.preferred_chain.clone(),
-            reuse_key: self.reuse_key,
-            eab: self
-                .eab
-                .as_ref()
-                .map(|e| crate::acme::ExternalAccountBinding {
-                    kid: e.kid.clone(),
-                    hmac_key: e.hmac_key.clone(),
-                }),
-            dns_check: self.dns_check.clone(),
-            dns_check_timeout: self.dns_check_timeout,
-            dns_resolvers: self.dns_resolvers.clone(),
-            replaces: self.replaces.clone(),
-        }
-    }
 }
 
 impl IssueRequest {
@@ -410,7 +389,7 @@ fn certificate_key(req: &IssueRequest, store: &Store) -> Result<rcgen::KeyPair, 
 /// Loads the stored account for this server, or registers one.
 async fn account(req: &IssueRequest, store: &Store, acme: &Acme) -> Result<Session, Error> {
     if let Some(stored) = store.load_account::<StoredAccount>(&req.server)? {
-        let session = acme.load_account(stored).await?;
+        let session = acme.load_account(stored.credentials).await?;
         tracing::debug!(account = session.account_url(), "using the stored account");
         return Ok(session);
     }

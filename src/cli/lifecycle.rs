@@ -183,7 +183,7 @@ pub(super) fn revoke(args: RevokeArgs, store_root: PathBuf) -> ExitCode {
                 .ok_or_else(|| {
                     Error::Config(format!("no account is stored for {}", settings.server))
                 })?;
-            let session = acme.load_account(account).await?;
+            let session = acme.load_account(account.credentials).await?;
             session.revoke(&stored.der()?, reason).await?;
             let revocation = Revocation {
                 at: crate::time::now_rfc3339(),
@@ -238,17 +238,23 @@ pub(super) fn account(args: AccountArgs, store_root: PathBuf) -> ExitCode {
 async fn account_action(args: AccountArgs, store_root: PathBuf) -> Result<ExitCode, Error> {
     let server = server_url(&args.server)?;
     let store = Store::open(store_root)?;
-    let mut stored = store
+    let StoredAccount {
+        url,
+        directory,
+        contact,
+        created,
+        credentials,
+    } = store
         .load_account::<StoredAccount>(&server)?
         .ok_or_else(|| Error::Config(format!("no account is stored for {server}")))?;
     let path = store.account_dir(&server).join("account.json");
-    let doc = |a: &StoredAccount, status: &str| {
+    let doc = |contact: &[String], status: &str, path: &std::path::Path| {
         let text = serde_json::to_string_pretty(&AccountDoc {
             format: 1,
-            url: &a.url,
-            directory: &a.directory,
-            contact: &a.contact,
-            created: &a.created,
+            url: &url,
+            directory: &directory,
+            contact,
+            created: &created,
             status,
             path: path.display().to_string(),
         })
@@ -256,64 +262,45 @@ async fn account_action(args: AccountArgs, store_root: PathBuf) -> Result<ExitCo
         print(&format!("{text}\n"))
     };
     if matches!(args.action, AccountAction::Show) {
-        return Ok(doc(&stored, "stored"));
+        return Ok(doc(&contact, "stored", &path));
     }
     let acme = Acme::connect(&server, args.ca_bundle.as_deref()).await?;
+    let save = |contact: Vec<String>, credentials| {
+        store.save_account(
+            &server,
+            &StoredAccount {
+                url: url.clone(),
+                directory: directory.clone(),
+                contact,
+                created: created.clone(),
+                credentials,
+            },
+        )
+    };
     match args.action {
         AccountAction::Show => unreachable!("handled offline above"),
         AccountAction::Update { email } => {
             check_emails(&email)?;
             let contact: Vec<String> = email.iter().map(|e| format!("mailto:{e}")).collect();
-            let (url, directory, created) = (
-                stored.url.clone(),
-                stored.directory.clone(),
-                stored.created.clone(),
-            );
-            let session = acme.load_account(stored).await?;
+            // instant-acme takes the credentials; the key itself does not change, so
+            // the stored one is written back with the new contacts.
+            let session = acme.load_account(credentials).await?;
             session.update_contacts(&contact).await?;
-            let fresh = store
+            let unchanged = store
                 .load_account::<StoredAccount>(&server)?
                 .ok_or_else(|| Error::Internal("the stored account vanished".into()))?;
-            stored = StoredAccount {
-                url,
-                directory,
-                contact,
-                created,
-                credentials: fresh.credentials,
-            };
-            store.save_account(&server, &stored)?;
+            save(contact.clone(), unchanged.credentials)?;
             tracing::info!("contacts updated");
-            Ok(doc(&stored, "valid"))
+            Ok(doc(&contact, "valid", &path))
         }
         AccountAction::Rollover => {
-            let (url, directory, contact, created) = (
-                stored.url.clone(),
-                stored.directory.clone(),
-                stored.contact.clone(),
-                stored.created.clone(),
-            );
-            let mut session = acme.load_account(stored).await?;
-            let credentials = session.rollover().await?;
-            stored = StoredAccount {
-                url,
-                directory,
-                contact,
-                created,
-                credentials,
-            };
-            store.save_account(&server, &stored)?;
+            let mut session = acme.load_account(credentials).await?;
+            save(contact.clone(), session.rollover().await?)?;
             tracing::info!("account key rolled over");
-            Ok(doc(&stored, "valid"))
+            Ok(doc(&contact, "valid", &path))
         }
         AccountAction::Deactivate => {
-            let (url, directory, contact, created) = (
-                stored.url.clone(),
-                stored.directory.clone(),
-                stored.contact.clone(),
-                stored.created.clone(),
-            );
-            let session = acme.load_account(stored).await?;
-            session.deactivate().await?;
+            acme.load_account(credentials).await?.deactivate().await?;
             // Keep the key for the record, out of the way of the next registration.
             let kept = path.with_file_name(format!(
                 "account.deactivated-{}.json",
@@ -327,12 +314,7 @@ async fn account_action(args: AccountArgs, store_root: PathBuf) -> Result<ExitCo
                 })
             })?;
             tracing::info!("account deactivated; its key is kept in {}", kept.display());
-            let text = serde_json::to_string_pretty(&serde_json::json!({
-                "format": 1, "url": url, "directory": directory, "contact": contact,
-                "created": created, "status": "deactivated", "path": kept.display().to_string(),
-            }))
-            .unwrap_or_default();
-            Ok(print(&format!("{text}\n")))
+            Ok(doc(&contact, "deactivated", &kept))
         }
     }
 }
