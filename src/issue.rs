@@ -15,6 +15,7 @@ use crate::certificate::IssuedChain;
 use crate::challenge::{Challenge, ChallengeSource, ChallengeType};
 use crate::error::Error;
 use crate::keys::{self, KeyType};
+use crate::mode::ModeSettings;
 use crate::names::DomainName;
 use crate::protocol::{Outcome, Problem};
 use crate::solver::{Deadline, Done, Issued, Readiness, RunInfo, Solver};
@@ -41,9 +42,34 @@ pub struct IssueRequest {
     pub agree_tos: bool,
     /// How long to wait for the consumer's replies.
     pub timeout: Duration,
+    /// How the challenges are presented, kept for renewals.
+    pub mode: ModeSettings,
+    /// Hooks around the run, kept for renewals.
+    pub hooks: HookOptions,
     /// Everything beyond the basics, with defaults.
     pub options: IssueOptions,
 }
+
+/// The hooks that any mode may run, and how long each call may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookOptions {
+    /// `--deploy-hook`: run once a certificate is stored.
+    pub deploy_hook: Option<PathBuf>,
+    /// `--hook-timeout`: the longest one hook call may take.
+    pub timeout: Duration,
+}
+
+impl Default for HookOptions {
+    fn default() -> Self {
+        Self {
+            deploy_hook: None,
+            timeout: DEFAULT_HOOK_TIMEOUT,
+        }
+    }
+}
+
+/// How long one hook call may take unless `--hook-timeout` says otherwise.
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Lifecycle options of an issuance; all default to off.
 #[derive(Debug, Clone, Default)]
@@ -64,6 +90,8 @@ pub struct IssueOptions {
     pub dns_resolvers: crate::dns_check::Resolvers,
     /// The certificate this one replaces (DER), for ARI's `replaces`.
     pub replaces: Option<Vec<u8>>,
+    /// Put before each challenge id (`renew` runs share one stdin: `NAME/`).
+    pub id_prefix: String,
 }
 
 impl IssueRequest {
@@ -93,7 +121,26 @@ impl IssueRequest {
             ),
             None => None,
         };
+        let mode = match (&settings.mode_options, settings.mode.as_str()) {
+            (Some(mode), _) => mode.clone(),
+            (None, "json") => ModeSettings::Json {
+                protocol: crate::mode::JsonProtocol::AcmeBridge,
+            },
+            (None, "two-step") => ModeSettings::TwoStep,
+            (None, other) => {
+                return Err(Error::Config(format!(
+                    "the stored settings do not say how --mode {other} was set up; run `acme-bridge issue` for it once more"
+                )));
+            }
+        };
         Ok(Self {
+            mode,
+            hooks: HookOptions {
+                deploy_hook: settings.deploy_hook.clone(),
+                timeout: settings
+                    .hook_timeout_seconds
+                    .map_or(DEFAULT_HOOK_TIMEOUT, Duration::from_secs),
+            },
             server: settings.server.clone(),
             ca_bundle: settings.ca_bundle.clone(),
             names,
@@ -115,14 +162,17 @@ impl IssueRequest {
     }
 
     /// The settings to store beside the certificate.
-    pub fn settings(&self, mode: &str, account: &str) -> CertSettings {
+    pub fn settings(&self, account: &str) -> CertSettings {
         CertSettings {
             format: 1,
             domains: self.domains(),
             server: self.server.clone(),
             ca_bundle: self.ca_bundle.clone(),
             challenge_type: self.challenge_type,
-            mode: mode.to_owned(),
+            mode: self.mode.name().to_owned(),
+            mode_options: Some(self.mode.clone()),
+            deploy_hook: self.hooks.deploy_hook.clone(),
+            hook_timeout_seconds: Some(self.hooks.timeout.as_secs()),
             key_type: self.key_type,
             email: self.email.clone(),
             timeout_seconds: self.timeout.as_secs(),
@@ -151,6 +201,15 @@ pub struct CertSettings {
     pub challenge_type: ChallengeType,
     /// The mode that presented the challenges.
     pub mode: String,
+    /// Everything that mode needs to present them again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode_options: Option<ModeSettings>,
+    /// Run once a certificate is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_hook: Option<PathBuf>,
+    /// The longest one hook call may take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_timeout_seconds: Option<u64>,
     /// The key algorithm.
     pub key_type: KeyType,
     /// Account contacts.
@@ -255,7 +314,6 @@ pub async fn issue(
     store: &Store,
     solver: &mut impl Solver,
     progress: &mut Progress,
-    mode: &str,
 ) -> Result<Issued, Error> {
     let lock = store.lock(&req.cert_name)?;
     let acme = Acme::connect(&req.server, req.ca_bundle.as_deref()).await?;
@@ -269,7 +327,7 @@ pub async fn issue(
         return Err(err);
     }
 
-    complete(req, store, &lock, &acme, &session, &mut order, mode).await
+    complete(req, store, &lock, &acme, &session, &mut order).await
 }
 
 /// A profile the CA does not offer is a usage error, found before anything is
@@ -320,7 +378,6 @@ async fn complete(
     acme: &Acme,
     session: &Session,
     order: &mut PendingOrder,
-    mode: &str,
 ) -> Result<Issued, Error> {
     let key = certificate_key(req, store)?;
     let csr = keys::csr_der(&key, &req.names)
@@ -340,7 +397,7 @@ async fn complete(
             key_pem: &key_pem,
         },
     )?;
-    store.save_settings(lock, &req.settings(mode, session.account_url()))?;
+    store.save_settings(lock, &req.settings(session.account_url()))?;
     tracing::info!(
         "certificate {} stored as version {} (serial {}, expires {})",
         lineage.name,
@@ -451,7 +508,7 @@ async fn challenges_of(
         }
         let challenge = Challenge::compute(
             ChallengeSource {
-                id: format!("c{}", out.len() + 1),
+                id: format!("{}c{}", req.options.id_prefix, out.len() + 1),
                 domain: &domain,
                 identifier: &authz.identifier,
                 wildcard: authz.wildcard,
@@ -686,7 +743,11 @@ pub async fn begin(
             .map(|t| (t.challenge, t.authz_url))
             .collect(),
         created: crate::time::now_rfc3339(),
-        settings: req.settings("two-step", session.account_url()),
+        settings: IssueRequest {
+            mode: ModeSettings::TwoStep,
+            ..req.clone()
+        }
+        .settings(session.account_url()),
     };
     store.save_order(&lock, &state)?;
     Ok(order_document(
@@ -763,7 +824,7 @@ pub async fn finish(name: &CertName, store: &Store) -> Result<Issued, Error> {
             });
         }
     }
-    let issued = complete(req, store, &lock, &acme, &session, &mut order, "two-step").await?;
+    let issued = complete(req, store, &lock, &acme, &session, &mut order).await?;
     store.remove_order(&lock)?;
     Ok(issued)
 }

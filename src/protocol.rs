@@ -17,13 +17,13 @@
 //! # A run
 //! ```text
 //! > {"type":"hello","protocol":1,"program":"acme-bridge","version":"0.1.0","name":"example.com","domains":["example.com","*.example.com"],"challenge_type":"dns-01","timeout_seconds":600}
-//! > {"type":"challenge","id":"c1","domain":"example.com","identifier":"example.com","wildcard":false,"token":"…","key_authorization":"…","challenge_type":"dns-01","dns":{"name":"_acme-challenge.example.com.","value":"…"},"deadline":"2026-11-28T18:10:00Z"}
-//! > {"type":"challenge","id":"c2","domain":"*.example.com","identifier":"example.com","wildcard":true,…,"dns":{"name":"_acme-challenge.example.com.","value":"…"},…}
-//! > {"type":"awaiting","ids":["c1","c2"],"deadline":"2026-11-28T18:10:00Z"}
+//! > {"type":"challenge","name":"example.com","id":"c1","domain":"example.com","identifier":"example.com","wildcard":false,"token":"…","key_authorization":"…","challenge_type":"dns-01","dns":{"name":"_acme-challenge.example.com.","value":"…"},"deadline":"2026-11-28T18:10:00Z"}
+//! > {"type":"challenge","name":"example.com","id":"c2","domain":"*.example.com","identifier":"example.com","wildcard":true,…,"dns":{"name":"_acme-challenge.example.com.","value":"…"},…}
+//! > {"type":"awaiting","name":"example.com","ids":["c1","c2"],"deadline":"2026-11-28T18:10:00Z"}
 //! < {"type":"ready","id":"c1"}
 //! < {"type":"ready","id":"c2"}
-//! > {"type":"cleanup","id":"c1",…,"outcome":"valid"}
-//! > {"type":"cleanup","id":"c2",…,"outcome":"valid"}
+//! > {"type":"cleanup","name":"example.com","id":"c1",…,"outcome":"valid"}
+//! > {"type":"cleanup","name":"example.com","id":"c2",…,"outcome":"valid"}
 //! > {"type":"certificate","name":"example.com","domains":["example.com","*.example.com"],"version":1,…}
 //! ```
 //! (`>` is stdout, `<` is stdin.)
@@ -38,6 +38,15 @@
 //! - The run ends with exactly one `certificate` or one fatal `error`.
 //! - A bad input line (not JSON, unknown type, unknown or already answered id) gets
 //!   a non-fatal `error` of kind `input`; the run keeps waiting.
+//!
+//! # Several certificates at once
+//! `acme-bridge renew` may run several certificates' runs concurrently on the same
+//! stdout and stdin (`--parallel`). Each run is the sequence above, from its own
+//! `hello` to its own `certificate` or fatal `error`; runs interleave line by line.
+//! Every message names its certificate (`name`), challenge ids are `NAME/c1`,
+//! `NAME/c2`, … (unique within the process), and each reply is routed to its run
+//! by its `id`. A reply whose id no run claims gets a non-fatal `error` without a
+//! `name`.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -106,6 +115,9 @@ pub struct Hello {
 /// A challenge to deploy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ChallengeMessage {
+    /// The certificate this is about, as in `hello`: concurrent runs of `renew`
+    /// share stdout, and this tells them apart.
+    pub name: String,
     /// The challenge data.
     #[serde(flatten)]
     pub challenge: Challenge,
@@ -117,6 +129,9 @@ pub struct ChallengeMessage {
 /// All challenges are announced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Awaiting {
+    /// The certificate this is about, as in `hello`: concurrent runs of `renew`
+    /// share stdout, and this tells them apart.
+    pub name: String,
     /// The ids that need a reply.
     pub ids: Vec<String>,
     /// When acme-bridge stops waiting (RFC 3339, UTC).
@@ -127,6 +142,9 @@ pub struct Awaiting {
 /// Remove what was deployed for a challenge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Cleanup {
+    /// The certificate this is about, as in `hello`: concurrent runs of `renew`
+    /// share stdout, and this tells them apart.
+    pub name: String,
     /// The same challenge data as announced: remove exactly this value.
     #[serde(flatten)]
     pub challenge: Challenge,
@@ -190,6 +208,10 @@ pub struct ErrorMessage {
     /// The challenge this is about, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// The certificate this is about, when there is one (absent for an input line
+    /// that no run could claim).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// The CA's problem document, unchanged in meaning, when the CA reported one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<Problem>,
@@ -343,6 +365,7 @@ mod tests {
     #[test]
     fn messages_are_flat_objects_with_a_type() {
         let msg = Output::Challenge(ChallengeMessage {
+            name: "example.com".into(),
             challenge: Challenge {
                 id: "c1".into(),
                 domain: "*.example.com".into(),

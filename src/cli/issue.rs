@@ -9,18 +9,13 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 
-use super::fail;
+use super::{block_on, fail};
 use crate::challenge::ChallengeType;
 use crate::error::Error;
-use crate::issue::{IssueRequest, Progress};
+use crate::issue::{HookOptions, IssueRequest};
 use crate::keys::KeyType;
+use crate::mode::{HookSettings, JsonProtocol, ModeSettings};
 use crate::names;
-use crate::runner::Hook;
-use crate::solver::Solver;
-use crate::solver::compat::ExternalAuthJsonSolver;
-use crate::solver::handler::{HandlerConfig, HandlerSolver};
-use crate::solver::json::JsonSolver;
-use crate::solver::manual::ManualSolver;
 use crate::store::{CertName, Store};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -153,6 +148,14 @@ impl IssueArgs {
                 "{wild} is a wildcard: CAs validate wildcards only with dns-01 (use --challenge dns-01)"
             )));
         }
+        let mode = self.mode_settings(challenge_type)?;
+        let hooks = HookOptions {
+            deploy_hook: self
+                .hooks
+                .deploy_hook()?
+                .map(|hook| hook.program().to_path_buf()),
+            timeout: self.hooks.timeout()?,
+        };
         let cert_name = CertName::new(self.cert_name.as_deref().unwrap_or(first.base()))?;
         let server = super::lifecycle::server_url(&self.server)?;
         if let Some(bundle) = &self.ca_bundle
@@ -181,204 +184,75 @@ impl IssueArgs {
             email: self.email,
             agree_tos: self.agree_tos,
             timeout: self.timeout.into(),
+            mode,
+            hooks,
             options: self.options.into_options()?,
+        })
+    }
+
+    /// The mode and its flags, checked against each other and the challenge type.
+    fn mode_settings(&self, challenge: ChallengeType) -> Result<ModeSettings, Error> {
+        let mode = self.mode;
+        if self.protocol.is_some() && !matches!(mode, ModeArg::Json) {
+            return Err(Error::Config(
+                "--protocol applies to --mode json only".into(),
+            ));
+        }
+        let protocol = match self.protocol {
+            Some(ProtocolArg::CertbotExternalAuth) => JsonProtocol::CertbotExternalAuth,
+            Some(ProtocolArg::AcmeBridge) | None => JsonProtocol::AcmeBridge,
+        };
+        let style = self.hooks.style(matches!(mode, ModeArg::Handler))?;
+        let builtin_mode = match mode {
+            ModeArg::Standalone => builtin::BuiltinMode::Standalone,
+            ModeArg::Webroot => builtin::BuiltinMode::Webroot,
+            _ => builtin::BuiltinMode::Other {
+                takes_webroot: matches!(mode, ModeArg::Handler),
+            },
+        };
+        if let Some(builtin) = self.builtin.mode_settings(builtin_mode, challenge)? {
+            return Ok(builtin);
+        }
+        Ok(match (mode, style) {
+            (ModeArg::Handler, Some(style)) => ModeSettings::Handler {
+                hooks: HookSettings::of(&style),
+                webroot: self.builtin.webroot_absolute(),
+            },
+            (ModeArg::Manual, _) => ModeSettings::Manual,
+            _ => ModeSettings::Json { protocol },
         })
     }
 }
 
 /// Runs `acme-bridge issue`.
 pub(super) fn run(args: IssueArgs, store_root: PathBuf) -> ExitCode {
-    let mode = args.mode;
-    let protocol = match (args.protocol, mode) {
-        (None, _) => ProtocolArg::AcmeBridge,
-        (Some(protocol), ModeArg::Json) => protocol,
-        (Some(_), _) => {
-            return fail(&Error::Config(
-                "--protocol applies to --mode json only".into(),
-            ));
-        }
-    };
-    let (handler_style, deploy_hook) = match (
-        args.hooks.style(matches!(mode, ModeArg::Handler)),
-        args.hooks.deploy_hook(),
-    ) {
-        (Ok(style), Ok(deploy_hook)) => (style, deploy_hook),
-        (Err(e), _) | (_, Err(e)) => return fail(&e),
-    };
-    let builtin_args = args.builtin.clone();
     let request = match args.into_request() {
         Ok(request) => request,
         Err(e) => return fail(&e),
     };
-    // Standalone and webroot: flags checked before anything reaches the CA.
-    let builtin_mode = match mode {
-        ModeArg::Standalone => builtin::BuiltinMode::Standalone,
-        ModeArg::Webroot => builtin::BuiltinMode::Webroot,
-        _ => builtin::BuiltinMode::Other {
-            takes_webroot: matches!(mode, ModeArg::Handler),
-        },
-    };
-    let builtin = match builtin_args.solver(builtin_mode, request.challenge_type) {
-        Ok(solver) => solver,
-        Err(e) => return fail(&e),
-    };
-    let target = Target {
-        store_root,
-        deploy_hook,
-    };
-    let mut handler = None;
-    if let Some(style) = handler_style {
-        match HandlerSolver::new(HandlerConfig {
-            style,
-            webroot: builtin_args.webroot().map(std::path::Path::to_path_buf),
-            config_dir: target.store_root.clone(),
-            key_type: request.key_type,
-        }) {
-            Ok(solver) => handler = Some(solver),
+    block_on(async move {
+        let mut interrupt = match crate::run::Interrupt::install() {
+            Ok(interrupt) => interrupt,
             Err(e) => return fail(&e),
-        }
-    }
-    // Manual mode needs a terminal: checked before anything reaches the CA.
-    let mut manual = None;
-    if let ModeArg::Manual = mode {
-        match ManualSolver::open() {
-            Ok(solver) => manual = Some(solver),
+        };
+        let store = match Store::open(&store_root) {
+            Ok(store) => store,
+            Err(e) => return fail(&Error::from(e)),
+        };
+        // Everything the mode needs (a terminal, a document root, the hooks) is
+        // checked before anything reaches the CA.
+        let solver = request.mode.solver(
+            crate::mode::process_stdio,
+            request.hooks.timeout,
+            store.root(),
+            request.key_type,
+        );
+        let mut solver = match solver {
+            Ok(solver) => solver,
             Err(e) => return fail(&e),
-        }
-    }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return fail(&Error::Internal(format!("cannot start the runtime: {e}"))),
-    };
-    let code = runtime.block_on(async {
-        match mode {
-            ModeArg::Json => match protocol {
-                ProtocolArg::AcmeBridge => {
-                    issue_with(&request, &target, JsonSolver::stdio(), "json").await
-                }
-                ProtocolArg::CertbotExternalAuth => {
-                    let solver = ExternalAuthJsonSolver::stdio();
-                    issue_with(&request, &target, solver, "json").await
-                }
-            },
-            ModeArg::Manual => match manual {
-                Some(solver) => issue_with(&request, &target, solver, "manual").await,
-                None => fail(&Error::Internal("the terminal was not opened".into())),
-            },
-            ModeArg::Handler => match handler {
-                Some(solver) => issue_with(&request, &target, solver, "handler").await,
-                None => fail(&Error::Internal("the handler was not set up".into())),
-            },
-            ModeArg::Standalone => match builtin {
-                Some(builtin::BuiltinSolver::Standalone(solver)) => {
-                    issue_with(&request, &target, solver, "standalone").await
-                }
-                _ => fail(&Error::Internal("standalone mode was not set up".into())),
-            },
-            ModeArg::Webroot => match builtin {
-                Some(builtin::BuiltinSolver::Webroot(solver)) => {
-                    issue_with(&request, &target, solver, "webroot").await
-                }
-                _ => fail(&Error::Internal("webroot mode was not set up".into())),
-            },
-        }
-    });
-    // A read of stdin may still be blocked in a worker thread: do not wait for it.
-    runtime.shutdown_background();
-    code
-}
-
-/// Where a run stores its certificate, and what runs once it is stored.
-struct Target {
-    /// The configuration directory.
-    store_root: PathBuf,
-    /// `--deploy-hook`, any mode.
-    deploy_hook: Option<Hook>,
-}
-
-/// Runs one issuance with `solver`, handling signals, and maps the result to an
-/// exit code.
-async fn issue_with(
-    request: &IssueRequest,
-    target: &Target,
-    mut solver: impl Solver,
-    mode: &str,
-) -> ExitCode {
-    let mut signals = match Signals::new() {
-        Ok(s) => s,
-        Err(e) => return fail(&Error::Internal(format!("cannot handle signals: {e}"))),
-    };
-    let run_info = request.run_info();
-    let started = tokio::select! {
-        started = solver.start(&run_info) => started,
-        name = signals.recv() => Err(Error::Interrupted(name)),
-    };
-    if let Err(e) = started {
-        return fail(&e);
-    }
-    let mut progress = Progress::default();
-    let result = match Store::open(&target.store_root) {
-        Err(e) => Err(Error::from(e)),
-        Ok(store) => {
-            tokio::select! {
-                result = crate::issue::issue(request, &store, &mut solver, &mut progress, mode) => result,
-                name = signals.recv() => Err(Error::Interrupted(name)),
-            }
-        }
-    };
-    // Reached on every path, including a signal that cancelled the issuing future.
-    progress.cleanup_rest(&mut solver).await;
-    // A failure once the certificate is stored: it stays stored, the exit is not 0.
-    let mut after = None;
-    if let (Ok(issued), Some(hook)) = (&result, &target.deploy_hook) {
-        tokio::select! {
-            deployed = crate::solver::handler::run_deploy_hook(hook, issued) => after = deployed.err(),
-            name = signals.recv() => after = Some(Error::Interrupted(name)),
-        }
-        if let Some(e) = &after {
-            tracing::error!("{e}");
-        }
-    }
-    if let Err(e) = &result {
-        tracing::error!("{e}");
-    }
-    if let Err(e) = solver.finish(result.as_ref()).await {
-        tracing::error!("{e}");
-        if result.is_ok() {
-            after.get_or_insert(e);
-        }
-    }
-    match (result, after) {
-        (Err(e), _) | (Ok(_), Some(e)) => e.exit_code(),
-        (Ok(_), None) => ExitCode::SUCCESS,
-    }
-}
-
-/// SIGINT, SIGTERM and SIGHUP, registered before any work starts.
-struct Signals {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> std::io::Result<Self> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Self {
-            int: signal(SignalKind::interrupt())?,
-            term: signal(SignalKind::terminate())?,
-            hup: signal(SignalKind::hangup())?,
-        })
-    }
-
-    async fn recv(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.int.recv() => "SIGINT",
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.hup.recv() => "SIGHUP",
-        }
-    }
+        };
+        crate::run::run(&request, &store, &mut solver, &mut interrupt)
+            .await
+            .exit_code()
+    })
 }

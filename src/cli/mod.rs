@@ -5,6 +5,7 @@ mod issue;
 mod lifecycle;
 mod options;
 mod order;
+mod renew;
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
@@ -48,6 +49,8 @@ struct Cli {
 enum Command {
     /// Get a certificate: create the order, hand out the challenges, store the result.
     Issue(Box<issue::IssueArgs>),
+    /// Renew every stored certificate that is due, unattended, the way it was issued.
+    Renew(renew::RenewArgs),
     /// Every stored certificate, its expiry and renewal state, as JSON (offline).
     List,
     /// What `renew` would do and why, as JSON, without contacting the CA (unless --ari).
@@ -125,6 +128,7 @@ where
             clap_complete::generate(shell, &mut Cli::command(), "acme-bridge", &mut out);
             print(&String::from_utf8_lossy(&out))
         }
+        Command::Renew(args) => renew::run(args, config_dir(cli.config_dir)),
         Command::List => lifecycle::list(config_dir(cli.config_dir)),
         Command::Plan(args) => lifecycle::plan(args, config_dir(cli.config_dir)),
         Command::Order(args) => order::run(args, config_dir(cli.config_dir)),

@@ -21,6 +21,8 @@ pub struct JsonSolver<R, W> {
     writer: W,
     line_number: u64,
     timeout_seconds: u64,
+    /// The certificate's name, from `start`.
+    name: String,
     announced: BTreeSet<String>,
     pending: BTreeSet<String>,
 }
@@ -43,9 +45,15 @@ impl<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin> JsonSolver<R, W> {
             writer,
             line_number: 0,
             timeout_seconds: 0,
+            name: String::new(),
             announced: BTreeSet::new(),
             pending: BTreeSet::new(),
         }
+    }
+
+    /// The certificate's name once known.
+    fn named(&self) -> Option<String> {
+        (!self.name.is_empty()).then(|| self.name.clone())
     }
 
     /// Writes one message as one line and flushes it.
@@ -64,51 +72,19 @@ impl<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin> JsonSolver<R, W> {
             kind: ErrorKind::Input,
             message,
             id,
+            name: self.named(),
             problem: None,
         }))
         .await
     }
 
-    /// The next line, without its newline; `None` at end of input. Overlong lines
-    /// are consumed and reported as `Err(length)`.
+    /// The next line; see [`read_line`].
     async fn read_line(&mut self) -> std::io::Result<Option<Result<Vec<u8>, usize>>> {
-        let mut buf = Vec::new();
-        let n = (&mut self.reader)
-            .take(MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut buf)
-            .await?;
-        if n == 0 {
-            return Ok(None);
+        let line = read_line(&mut self.reader).await?;
+        if line.is_some() {
+            self.line_number += 1;
         }
-        self.line_number += 1;
-        if buf.last() == Some(&b'\n') {
-            buf.pop();
-            return Ok(Some(Ok(buf)));
-        }
-        if buf.len() <= MAX_LINE {
-            return Ok(Some(Ok(buf))); // the last line, without a newline
-        }
-        // Skip the rest of an overlong line.
-        let mut skipped = buf.len();
-        loop {
-            let chunk = self.reader.fill_buf().await?;
-            if chunk.is_empty() {
-                break;
-            }
-            match chunk.iter().position(|&b| b == b'\n') {
-                Some(i) => {
-                    skipped += i;
-                    self.reader.consume(i + 1);
-                    break;
-                }
-                None => {
-                    let len = chunk.len();
-                    skipped += len;
-                    self.reader.consume(len);
-                }
-            }
-        }
-        Ok(Some(Err(skipped)))
+        Ok(line)
     }
 
     fn waiting_ids(&self) -> String {
@@ -165,9 +141,53 @@ impl<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin> JsonSolver<R, W> {
     }
 }
 
+/// The next line, without its newline; `None` at end of input. Lines longer than
+/// 64 KiB are consumed and reported as `Err(length)`.
+pub(crate) async fn read_line<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+) -> std::io::Result<Option<Result<Vec<u8>, usize>>> {
+    let mut buf = Vec::new();
+    let n = (&mut *reader)
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', &mut buf)
+        .await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        return Ok(Some(Ok(buf)));
+    }
+    if buf.len() <= MAX_LINE {
+        return Ok(Some(Ok(buf))); // the last line, without a newline
+    }
+    // Skip the rest of an overlong line.
+    let mut skipped = buf.len();
+    loop {
+        let chunk = reader.fill_buf().await?;
+        if chunk.is_empty() {
+            break;
+        }
+        match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                skipped += i;
+                reader.consume(i + 1);
+                break;
+            }
+            None => {
+                let len = chunk.len();
+                skipped += len;
+                reader.consume(len);
+            }
+        }
+    }
+    Ok(Some(Err(skipped)))
+}
+
 impl<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin> Solver for JsonSolver<R, W> {
     async fn start(&mut self, run: &RunInfo) -> Result<(), Error> {
         self.timeout_seconds = run.timeout.as_secs();
+        self.name.clone_from(&run.name);
         self.send(&Output::Hello(Hello {
             protocol: PROTOCOL_VERSION,
             program: "acme-bridge".into(),
@@ -189,12 +209,14 @@ impl<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin> Solver for JsonSolver<R, W>
             self.announced.insert(challenge.id.clone());
             self.pending.insert(challenge.id.clone());
             self.send(&Output::Challenge(ChallengeMessage {
+                name: self.name.clone(),
                 challenge: challenge.clone(),
                 deadline: deadline.wall.clone(),
             }))
             .await?;
         }
         self.send(&Output::Awaiting(Awaiting {
+            name: self.name.clone(),
             ids: challenges.iter().map(|c| c.id.clone()).collect(),
             deadline: deadline.wall.clone(),
         }))
@@ -245,6 +267,7 @@ impl<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin> Solver for JsonSolver<R, W>
     async fn cleanup(&mut self, done: &[Done<'_>]) -> Result<(), Error> {
         for d in done {
             self.send(&Output::Cleanup(Cleanup {
+                name: self.name.clone(),
                 challenge: d.challenge.clone(),
                 outcome: d.outcome,
                 problem: d.problem.cloned(),
@@ -262,6 +285,7 @@ impl<R: AsyncBufRead + Unpin, W: AsyncWrite + Unpin> Solver for JsonSolver<R, W>
                 kind: err.kind(),
                 message: err.to_string(),
                 id: err.challenge_id().map(str::to_owned),
+                name: self.named(),
                 problem: err.problem().cloned(),
             }),
         };

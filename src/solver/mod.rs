@@ -8,6 +8,7 @@
 pub mod compat;
 pub mod external_auth;
 pub mod handler;
+pub mod hub;
 pub mod json;
 pub mod manual;
 pub mod standalone;

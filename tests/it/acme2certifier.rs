@@ -4,6 +4,7 @@
 //! The harness checks (profiles, ARI) drive acme2certifier with instant-acme directly, so
 //! they do not depend on acme-bridge options; the issuance tests run the real binary.
 
+use std::ffi::OsString;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
@@ -254,14 +255,101 @@ async fn acme_bridge_issues_a_wildcard_with_dns01_and_reuses_its_account() {
     );
 }
 
-/// Runs `acme-bridge issue --agree-tos EXTRA` against `a2c` with a consumer that replies
-/// `ready` to every challenge (acme2certifier does not validate), to completion.
-async fn bridge_issue(a2c: &Acme2Certifier, config_dir: &Path, extra: &[&str]) -> Finished {
+#[tokio::test]
+async fn acme_bridge_profile_shortlived_gives_a_shorter_certificate() {
+    let a2c = Acme2Certifier::builder().profiles(true).start().await;
+    let config = tempfile::tempdir().expect("config dir");
+
+    let default = bridge_issue(&a2c, config.path(), &["-d", "default.example.test"]).await;
+    assert_issued(&a2c, &default, &["default.example.test"], 1);
+    let short = bridge_issue(
+        &a2c,
+        config.path(),
+        &["-d", "short.example.test", "--profile", PROFILE_SHORTLIVED],
+    )
+    .await;
+    assert_issued(&a2c, &short, &["short.example.test"], 1);
+
+    let lifetime = |name: &str| {
+        let leaf = certs::pem_certificates_in(&config.path().join(format!("live/{name}/cert.pem")));
+        let (not_before, not_after) = certs::validity(&leaf[0]);
+        not_after - not_before
+    };
+    let (default_lifetime, short_lifetime) = (
+        lifetime("default.example.test"),
+        lifetime("short.example.test"),
+    );
+    assert!(
+        short_lifetime < default_lifetime,
+        "shortlived lasts {short_lifetime}s, the default {default_lifetime}s"
+    );
+    assert_eq!(short_lifetime, i64::from(SHORTLIVED_VALIDITY_DAYS) * DAY);
+    assert_eq!(default_lifetime, i64::from(DEFAULT_VALIDITY_DAYS) * DAY);
+
+    let settings = |name: &str| -> Value {
+        let path = config.path().join(format!("renewal/{name}.json"));
+        serde_json::from_slice(&std::fs::read(&path).expect("read renewal settings"))
+            .expect("renewal settings are JSON")
+    };
+    assert_eq!(
+        settings("short.example.test")["profile"],
+        PROFILE_SHORTLIVED
+    );
+    assert!(
+        settings("default.example.test").get("profile").is_none(),
+        "no --profile, none recorded"
+    );
+}
+
+#[tokio::test]
+async fn acme_bridge_refuses_a_profile_the_ca_does_not_offer() {
+    let a2c = Acme2Certifier::builder().profiles(true).start().await;
+    let config = tempfile::tempdir().expect("config dir");
+
+    let run = Bridge::spawn(bridge_args(
+        &a2c,
+        config.path(),
+        &["-d", "bad.example.test", "--profile", "no-such-profile"],
+    ))
+    .finish()
+    .await;
+    run.assert_exit(2);
+    run.assert_protocol_shape();
+    assert_eq!(run.fatal_error()["kind"], "config", "{}", run.context());
+    for named in ["no-such-profile", PROFILE_CLASSIC, PROFILE_SHORTLIVED] {
+        assert!(
+            run.stderr.contains(named),
+            "stderr names {named}\n{}",
+            run.context()
+        );
+    }
+    let posts: Vec<String> = a2c
+        .log()
+        .lines()
+        .filter(|line| line.contains("\"POST /acme/"))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        posts.is_empty(),
+        "refused before any account or order: {posts:?}"
+    );
+    assert!(!config.path().join("live/bad.example.test").exists());
+}
+
+/// `--config-dir CONFIG_DIR issue --mode json --server ... --ca-bundle ... --agree-tos
+/// EXTRA` against `a2c`.
+fn bridge_args(a2c: &Acme2Certifier, config_dir: &Path, extra: &[&str]) -> Vec<OsString> {
     let mut args = vec!["--config-dir".into(), config_dir.as_os_str().to_owned()];
     args.extend(issue_args_for(a2c.directory_url(), a2c.ca_bundle_path()));
     args.push("--agree-tos".into());
     args.extend(extra.iter().map(Into::into));
-    let mut bridge = Bridge::spawn(args);
+    args
+}
+
+/// Runs `acme-bridge issue --agree-tos EXTRA` against `a2c` with a consumer that replies
+/// `ready` to every challenge (acme2certifier does not validate), to completion.
+async fn bridge_issue(a2c: &Acme2Certifier, config_dir: &Path, extra: &[&str]) -> Finished {
+    let mut bridge = Bridge::spawn(bridge_args(a2c, config_dir, extra));
     let challenges = bridge.until_awaiting().await;
     for challenge in &challenges {
         bridge.ready(challenge.id()).await;

@@ -31,7 +31,7 @@ const HANG_GUARD: Duration = Duration::from_secs(120);
 /// Test switches: `HOOK_FAIL=<hook>` makes that hook exit 1, `HOOK_HANG=<hook>` makes
 /// it hang, `HOOK_TXT_VALUE` publishes a wrong TXT value, `HOOK_STRICT` makes unknown
 /// hook names fail (the mistake dehydrated's start-up check catches).
-const DEHYDRATED_HOOK: &str = r#"#!/usr/bin/env bash
+pub(crate) const DEHYDRATED_HOOK: &str = r#"#!/usr/bin/env bash
 set -euo pipefail
 
 api() {
@@ -180,7 +180,7 @@ esac
 "#;
 
 /// certbot's `--deploy-hook`.
-const DEPLOY_HOOK: &str = r#"#!/usr/bin/env bash
+pub(crate) const DEPLOY_HOOK: &str = r#"#!/usr/bin/env bash
 printf 'deploy-hook\t%s\t%s\n' "${RENEWED_LINEAGE}" "${RENEWED_DOMAINS}" >> "${HOOK_LOG}"
 "#;
 
@@ -192,13 +192,13 @@ exit 1
 "#;
 
 /// A temporary directory of hook scripts and the log they append to.
-struct Hooks {
+pub(crate) struct Hooks {
     dir: TempDir,
-    log: PathBuf,
+    pub(crate) log: PathBuf,
 }
 
 impl Hooks {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::Builder::new()
             .prefix("acme-bridge-hooks-")
             .tempdir()
@@ -208,7 +208,7 @@ impl Hooks {
     }
 
     /// Writes an executable (0755) script.
-    fn script(&self, name: &str, body: &str) -> PathBuf {
+    pub(crate) fn script(&self, name: &str, body: &str) -> PathBuf {
         let path = self.dir.path().join(name);
         std::fs::write(&path, body).expect("write hook script");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
@@ -226,7 +226,7 @@ impl Hooks {
     }
 
     /// The recorded calls of one hook name, without the name.
-    fn calls_of(&self, name: &str) -> Vec<Vec<String>> {
+    pub(crate) fn calls_of(&self, name: &str) -> Vec<Vec<String>> {
         self.calls()
             .into_iter()
             .filter(|call| call[0] == name)
@@ -243,7 +243,7 @@ impl Hooks {
     }
 }
 
-fn config_dir() -> TempDir {
+pub(crate) fn config_dir() -> TempDir {
     tempfile::Builder::new()
         .prefix("acme-bridge-config-")
         .tempdir()
@@ -251,7 +251,7 @@ fn config_dir() -> TempDir {
 }
 
 /// A finished `acme-bridge issue --mode handler` run.
-struct Run {
+pub(crate) struct Run {
     status: ExitStatus,
     stdout: Vec<u8>,
     stderr: String,
@@ -270,7 +270,7 @@ impl Run {
         )
     }
 
-    fn assert_exit(&self, code: i32) {
+    pub(crate) fn assert_exit(&self, code: i32) {
         assert_eq!(
             self.status.code(),
             Some(code),
@@ -291,7 +291,7 @@ impl Run {
 
 /// Runs `acme-bridge --config-dir CONFIG issue --mode handler --server … --ca-bundle …
 /// --agree-tos EXTRA` with `HOOK_LOG`, `CHALLTESTSRV` and `env` in its environment.
-async fn run_handler(
+pub(crate) async fn run_handler(
     pebble: &Pebble,
     config: &Path,
     hooks: &Hooks,

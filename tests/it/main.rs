@@ -16,6 +16,7 @@
 //! - `dns_check`: the DNS propagation check against challtestsrv's DNS server;
 //! - `lifecycle`: `revoke`, `list`, `plan`, `account`, and the `issue` options EAB,
 //!   `--preferred-chain`, `--reuse-key`, `--dns-check` and `--profile`;
+//! - `renew`: `acme-bridge renew` in handler and JSON mode, side by side;
 //! - `schema`: the committed schemas are the ones the binary prints.
 
 mod a2c_harness;
@@ -31,4 +32,5 @@ mod json_mode;
 mod lifecycle;
 mod manual_mode;
 mod pebble_harness;
+mod renew;
 mod schema;

@@ -8,8 +8,8 @@ use clap::Args;
 
 use crate::challenge::ChallengeType;
 use crate::error::Error;
-use crate::solver::standalone::{DEFAULT_HTTP_ADDRESS, DEFAULT_TLS_ADDRESS, StandaloneSolver};
-use crate::solver::webroot::WebrootSolver;
+use crate::mode::ModeSettings;
+use crate::solver::standalone::{DEFAULT_HTTP_ADDRESS, DEFAULT_TLS_ADDRESS};
 
 #[derive(Debug, Clone, Args)]
 pub(super) struct BuiltinArgs {
@@ -41,28 +41,20 @@ pub(super) enum BuiltinMode {
     },
 }
 
-/// A built-in solver, configured.
-#[derive(Debug)]
-pub(super) enum BuiltinSolver {
-    /// `--mode standalone`.
-    Standalone(StandaloneSolver),
-    /// `--mode webroot`.
-    Webroot(WebrootSolver),
-}
-
 impl BuiltinArgs {
-    /// `--webroot`, for other modes that write token files too (handler).
-    pub(super) fn webroot(&self) -> Option<&Path> {
-        self.webroot.as_deref()
+    /// `--webroot` as an absolute path, for other modes that write token files too
+    /// (handler).
+    pub(super) fn webroot_absolute(&self) -> Option<PathBuf> {
+        self.webroot.as_deref().map(absolute)
     }
 
-    /// Checks the flags against the mode and challenge type; the solver for a
+    /// Checks the flags against the mode and challenge type; the settings of a
     /// built-in mode, `None` for the others.
-    pub(super) fn solver(
+    pub(super) fn mode_settings(
         &self,
         mode: BuiltinMode,
         challenge: ChallengeType,
-    ) -> Result<Option<BuiltinSolver>, Error> {
+    ) -> Result<Option<ModeSettings>, Error> {
         let address_flag = [
             ("--http-address", self.http_address.is_some()),
             ("--tls-address", self.tls_address.is_some()),
@@ -87,12 +79,14 @@ impl BuiltinArgs {
                     ));
                 }
                 let default = |s: &str| s.parse().expect("the default address parses");
-                Ok(Some(BuiltinSolver::Standalone(StandaloneSolver::new(
-                    self.http_address
+                Ok(Some(ModeSettings::Standalone {
+                    http_address: self
+                        .http_address
                         .unwrap_or_else(|| default(DEFAULT_HTTP_ADDRESS)),
-                    self.tls_address
+                    tls_address: self
+                        .tls_address
                         .unwrap_or_else(|| default(DEFAULT_TLS_ADDRESS)),
-                ))))
+                }))
             }
             BuiltinMode::Webroot => {
                 let Some(dir) = &self.webroot else {
@@ -105,7 +99,9 @@ impl BuiltinArgs {
                         "--mode webroot serves http-01 only, not {challenge} (use --challenge http-01)"
                     )));
                 }
-                Ok(Some(BuiltinSolver::Webroot(WebrootSolver::new(dir)?)))
+                Ok(Some(ModeSettings::Webroot {
+                    webroot: absolute(dir),
+                }))
             }
             BuiltinMode::Other { takes_webroot } => {
                 if !takes_webroot && self.webroot.is_some() {
@@ -117,4 +113,8 @@ impl BuiltinArgs {
             }
         }
     }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }

@@ -57,14 +57,19 @@ pub(super) struct HookArgs {
 }
 
 impl HookArgs {
-    fn hook(&self, flag: &str, path: &PathBuf) -> Result<Hook, Error> {
+    /// `--hook-timeout`, checked.
+    pub(super) fn timeout(&self) -> Result<std::time::Duration, Error> {
         let timeout = self.hook_timeout.into();
         if timeout == std::time::Duration::ZERO {
             return Err(Error::Config(
                 "--hook-timeout must be longer than 0s".into(),
             ));
         }
-        Hook::new(path, timeout).map_err(|e| Error::Config(format!("{flag}: {e}")))
+        Ok(timeout)
+    }
+
+    fn hook(&self, flag: &str, path: &PathBuf) -> Result<Hook, Error> {
+        Hook::new(path, self.timeout()?).map_err(|e| Error::Config(format!("{flag}: {e}")))
     }
 
     /// `--deploy-hook`, checked.

@@ -170,6 +170,27 @@ impl HandlerSolver {
         }
     }
 
+    /// A renewal found the certificate not due: the whole run a hook sees for it.
+    /// dehydrated: `startup_hook`, `unchanged_cert …`, `exit_hook`;
+    /// certbot-external-auth: `unchanged_cert`; certbot's hooks: nothing.
+    pub async fn unchanged(&mut self, run: &RunInfo, lineage: &Lineage) -> Result<(), Error> {
+        if matches!(self.style, HookStyle::Certbot { .. }) {
+            return Ok(());
+        }
+        self.start(run).await?;
+        let result = self.unchanged_cert(&run.domains, lineage).await;
+        if let HookStyle::Dehydrated { hook, .. } = self.style.clone() {
+            let mut args = vec!["exit_hook".to_owned()];
+            if let Err(e) = &result {
+                args.push(e.to_string());
+            }
+            if let Err(reason) = run_ok(&hook, &args, &self.env, "exit_hook").await {
+                tracing::warn!("{reason}");
+            }
+        }
+        result
+    }
+
     /// dehydrated's exported variables for this run.
     fn dehydrated_env(&self, run: &RunInfo) -> Result<Vec<(String, String)>, Error> {
         let store = Store::open(&self.config_dir)?;
