@@ -68,6 +68,10 @@ impl Default for HookOptions {
     }
 }
 
+/// How long the DNS propagation check may take unless `--dns-check-timeout` says
+/// otherwise.
+pub const DEFAULT_DNS_CHECK_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// How long one hook call may take unless `--hook-timeout` says otherwise.
 pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -155,7 +159,9 @@ impl IssueRequest {
                 preferred_chain: settings.preferred_chain.clone(),
                 reuse_key: settings.reuse_key,
                 dns_check,
-                dns_check_timeout: Duration::from_secs(300),
+                dns_check_timeout: settings
+                    .dns_check_timeout_seconds
+                    .map_or(DEFAULT_DNS_CHECK_TIMEOUT, Duration::from_secs),
                 ..IssueOptions::default()
             },
         })
@@ -182,6 +188,11 @@ impl IssueRequest {
             preferred_chain: self.options.preferred_chain.clone(),
             reuse_key: self.options.reuse_key,
             dns_check: self.options.dns_check.as_ref().map(ToString::to_string),
+            dns_check_timeout_seconds: self
+                .options
+                .dns_check
+                .as_ref()
+                .map(|_| self.options.dns_check_timeout.as_secs()),
         }
     }
 }
@@ -230,6 +241,9 @@ pub struct CertSettings {
     /// The DNS propagation check (`--dns-check` syntax).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_check: Option<String>,
+    /// How long that check may take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_check_timeout_seconds: Option<u64>,
     /// Set by `acme-bridge revoke`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked: Option<crate::report::Revocation>,

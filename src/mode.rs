@@ -270,3 +270,89 @@ impl Solver for AnySolver {
         each!(self, s => s.finish(result).await)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::issue::{CertSettings, IssueRequest};
+    use crate::store::CertName;
+
+    /// A `renewal/NAME.json` as `issue` wrote it before modes kept their options.
+    fn settings(mode: &str, options: Option<serde_json::Value>) -> CertSettings {
+        let mut json = serde_json::json!({
+            "format": 1,
+            "domains": ["a.test"],
+            "server": "https://ca.test/dir",
+            "ca_bundle": null,
+            "challenge_type": "http-01",
+            "mode": mode,
+            "key_type": "ec-p256",
+            "email": [],
+            "timeout_seconds": 600,
+            "account": "https://ca.test/acct/1",
+        });
+        if let Some(options) = options {
+            json["mode_options"] = options;
+        }
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn stored_options_come_back_as_they_were_written() {
+        let mode = ModeSettings::Handler {
+            hooks: HookSettings::Dehydrated {
+                hook: "/etc/acme-bridge/hook.sh".into(),
+                chain: true,
+            },
+            webroot: Some("/var/www/html".into()),
+        };
+        let json = serde_json::to_value(&mode).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "kind": "handler",
+                "hooks": {"style": "dehydrated", "hook": "/etc/acme-bridge/hook.sh", "chain": true},
+                "webroot": "/var/www/html",
+            })
+        );
+        let name = CertName::new("a.test").unwrap();
+        let request = IssueRequest::from_settings(&name, &settings("handler", Some(json))).unwrap();
+        assert_eq!(request.mode, mode);
+        assert_eq!(request.mode.name(), "handler");
+        let stored = request.settings("https://ca.test/acct/1");
+        assert_eq!(stored.mode, "handler");
+        assert_eq!(stored.mode_options, Some(mode));
+    }
+
+    #[test]
+    fn older_settings_renew_in_json_mode_or_say_what_is_missing() {
+        let name = CertName::new("a.test").unwrap();
+        let json = IssueRequest::from_settings(&name, &settings("json", None)).unwrap();
+        assert_eq!(
+            json.mode,
+            ModeSettings::Json {
+                protocol: JsonProtocol::AcmeBridge
+            }
+        );
+        let err = IssueRequest::from_settings(&name, &settings("webroot", None)).unwrap_err();
+        assert!(
+            err.to_string().contains("--mode webroot") && err.to_string().contains("issue"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn two_step_certificates_are_not_renewed_by_renew() {
+        let err = match ModeSettings::TwoStep.solver(
+            process_stdio,
+            Duration::from_secs(1),
+            Path::new("/nonexistent"),
+            KeyType::EcP256,
+        ) {
+            Ok(_) => panic!("a two-step certificate got a solver"),
+            Err(e) => e,
+        };
+        assert!(err.to_string().contains("order begin"), "{err}");
+        assert_eq!(err.exit_code(), std::process::ExitCode::from(2));
+    }
+}
