@@ -106,6 +106,43 @@ async fn assert_verifies(pebble: &Pebble, config: &Path, name: &str) {
         .unwrap_or_else(|e| panic!("{name}: the chain does not verify: {e}"));
 }
 
+/// `acme-bridge renew ARGS…` in JSON mode: a reply no run can claim first (it is
+/// reported, nothing else happens to it), then every challenge deployed through
+/// challtestsrv and answered, until `certificates` certificates arrived.
+async fn renew_json(
+    pebble: &Pebble,
+    config: &Path,
+    args: &[&str],
+    certificates: usize,
+) -> consumer::Finished {
+    let mut all = vec![
+        OsString::from("--config-dir"),
+        config.into(),
+        "renew".into(),
+    ];
+    all.extend(args.iter().map(OsString::from));
+    let mut bridge = Bridge::spawn(all);
+    bridge
+        .send_raw(r#"{"type":"ready","id":"nobody.test/c1"}"#)
+        .await;
+    let mut seen = 0;
+    while seen < certificates {
+        let Some(message) = bridge.next_message().await else {
+            break;
+        };
+        match message["type"].as_str() {
+            Some("challenge") => {
+                let challenge = Challenge(message.clone());
+                challenge.publish(pebble).await;
+                bridge.ready(challenge.id()).await;
+            }
+            Some("certificate") => seen += 1,
+            _ => {}
+        }
+    }
+    bridge.finish().await
+}
+
 fn read_json(path: &Path) -> Value {
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
@@ -269,34 +306,13 @@ async fn renew_runs_json_mode_certificates_side_by_side_with_distinguishable_mes
         consumer::issue_ok(&pebble, config, &["-d", name]).await;
     }
 
-    let mut bridge = Bridge::spawn([
-        OsString::from("--config-dir"),
-        config.into(),
-        "renew".into(),
-        "--force".into(),
-        "--parallel".into(),
-        "2".into(),
-    ]);
-    // A reply no run can claim: reported, and nothing else happens to it.
-    bridge
-        .send_raw(r#"{"type":"ready","id":"nobody.test/c1"}"#)
-        .await;
-    let mut certificates = 0;
-    while certificates < names.len() {
-        let Some(message) = bridge.next_message().await else {
-            break;
-        };
-        match message["type"].as_str() {
-            Some("challenge") => {
-                let challenge = Challenge(message.clone());
-                challenge.publish(&pebble).await;
-                bridge.ready(challenge.id()).await;
-            }
-            Some("certificate") => certificates += 1,
-            _ => {}
-        }
-    }
-    let run = bridge.finish().await;
+    let run = renew_json(
+        &pebble,
+        config,
+        &["--force", "--parallel", "2"],
+        names.len(),
+    )
+    .await;
     run.assert_exit(0);
 
     // Both runs began before either ended: they ran side by side.
@@ -357,4 +373,39 @@ async fn renew_runs_json_mode_certificates_side_by_side_with_distinguishable_mes
         assert_eq!(cert_link(config, name), version_link(name, 2));
         assert_verifies(&pebble, config, name).await;
     }
+}
+
+#[tokio::test]
+async fn a_signal_during_renew_cleans_up_and_keeps_the_last_good_certificate() {
+    let pebble = Pebble::builder().authz_reuse_percent(0).start().await;
+    let config = handler_mode::config_dir();
+    let config = config.path();
+    consumer::issue_ok(&pebble, config, &["-d", "sig.test"]).await;
+    let (serial, ..) = live_leaf(config, "sig.test");
+
+    let mut bridge = Bridge::spawn([
+        OsString::from("--config-dir"),
+        config.into(),
+        "renew".into(),
+        "--force".into(),
+    ]);
+    let announced = bridge.until_awaiting().await;
+    assert_eq!(announced.len(), 1);
+    bridge.terminate();
+    let run = bridge.finish().await;
+
+    run.assert_exit(5);
+    let cleanup = run.cleanup_for(announced[0].id());
+    assert_eq!(cleanup["outcome"], "not_validated", "{}", run.context());
+    assert_eq!(cleanup["name"], "sig.test");
+    let error = run.fatal_error();
+    assert_eq!(error["kind"], "interrupted", "{}", run.context());
+    assert_eq!(error["name"], "sig.test");
+    assert_eq!(cert_link(config, "sig.test"), version_link("sig.test", 1));
+    assert_eq!(live_leaf(config, "sig.test").0, serial);
+
+    // Nothing was left behind: the next renewal goes through.
+    let again = renew_json(&pebble, config, &["--force"], 1).await;
+    again.assert_exit(0);
+    assert_eq!(cert_link(config, "sig.test"), version_link("sig.test", 2));
 }
