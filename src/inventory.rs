@@ -14,6 +14,7 @@ use crate::issue::CertSettings;
 use crate::policy::{self, Decision, Facts};
 use crate::report::{
     AriWindow, CertificateEntry, CertificateList, FORMAT, Plan, PlanEntry, RenewalVerdict,
+    Unreadable,
 };
 use crate::store::{CertName, Lineage, Store, StoreError};
 
@@ -83,24 +84,37 @@ pub fn load(store: &Store, name: &CertName) -> Result<Option<Stored>, Error> {
 }
 
 /// Loads the named certificates, or all of them when `names` is empty. A name that
-/// was never issued is an error.
-pub fn load_many(store: &Store, names: &[CertName]) -> Result<Vec<Stored>, Error> {
+/// was never issued is an error; one whose files cannot be read is reported on its
+/// own, beside the others.
+pub fn load_many(
+    store: &Store,
+    names: &[CertName],
+) -> Result<(Vec<Stored>, Vec<Unreadable>), Error> {
     let names = if names.is_empty() {
         store.names()?
     } else {
         names.to_vec()
     };
-    names
-        .iter()
-        .map(|name| {
-            load(store, name)?.ok_or_else(|| {
-                Error::Config(format!(
+    let (mut stored, mut unreadable) = (Vec::new(), Vec::new());
+    for name in &names {
+        match load(store, name) {
+            Ok(Some(s)) => stored.push(s),
+            Ok(None) => {
+                return Err(Error::Config(format!(
                     "no certificate named {name} in {}",
                     store.root().display()
-                ))
-            })
-        })
-        .collect()
+                )));
+            }
+            Err(e) => {
+                tracing::warn!("{name}: {e}");
+                unreadable.push(Unreadable {
+                    name: name.to_string(),
+                    error: e.to_string(),
+                });
+            }
+        }
+    }
+    Ok((stored, unreadable))
 }
 
 /// Whole days left, rounded down: a certificate that expired an hour ago has -1.
@@ -119,7 +133,8 @@ fn verdict(decision: &Decision) -> RenewalVerdict {
 
 /// `acme-bridge list`.
 pub fn list(store: &Store, now: OffsetDateTime) -> Result<CertificateList, Error> {
-    let certificates = load_many(store, &[])?
+    let (stored, unreadable) = load_many(store, &[])?;
+    let certificates = stored
         .into_iter()
         .map(|s| {
             let decision = s.decide(now, None, None, false);
@@ -148,6 +163,7 @@ pub fn list(store: &Store, now: OffsetDateTime) -> Result<CertificateList, Error
         format: FORMAT,
         config_dir: store.root().display().to_string(),
         certificates,
+        unreadable,
     })
 }
 
@@ -159,7 +175,7 @@ pub async fn plan(
     ari: bool,
     now: OffsetDateTime,
 ) -> Result<Plan, Error> {
-    let stored = load_many(store, names)?;
+    let (stored, unreadable) = load_many(store, names)?;
     let windows = if ari {
         ari_windows(store, &stored).await
     } else {
@@ -200,6 +216,7 @@ pub async fn plan(
         format: FORMAT,
         ari,
         certificates,
+        unreadable,
     })
 }
 

@@ -26,6 +26,19 @@ pub struct CertificateList {
     pub config_dir: String,
     /// One entry per certificate, sorted by name.
     pub certificates: Vec<CertificateEntry>,
+    /// Certificates whose files cannot be read, each on its own (the others are
+    /// listed as usual).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// A stored certificate that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Unreadable {
+    /// The certificate's name.
+    pub name: String,
+    /// What is wrong.
+    pub error: String,
 }
 
 /// One stored certificate.
@@ -101,6 +114,9 @@ pub struct Plan {
     pub ari: bool,
     /// One entry per certificate.
     pub certificates: Vec<PlanEntry>,
+    /// Certificates whose files cannot be read, each on its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<Unreadable>,
 }
 
 /// The plan for one certificate.

@@ -49,11 +49,17 @@ impl Renew {
 
 /// `acme-bridge --config-dir CONFIG renew ARGS…` with stdin closed, as a timer runs it.
 async fn renew(config: &Path, args: &[&str], env: &[(&str, &OsString)]) -> Renew {
+    let mut all = vec!["renew"];
+    all.extend_from_slice(args);
+    command(config, &all, env).await
+}
+
+/// `acme-bridge --config-dir CONFIG ARGS…` with stdin closed.
+async fn command(config: &Path, args: &[&str], env: &[(&str, &OsString)]) -> Renew {
     let mut command = tokio::process::Command::new(BINARY);
     command
         .arg("--config-dir")
         .arg(config)
-        .arg("renew")
         .args(args)
         .env_remove("ACME_BRIDGE_CONFIG_DIR")
         .env_remove("ACME_BRIDGE_LOG")
@@ -66,7 +72,7 @@ async fn renew(config: &Path, args: &[&str], env: &[(&str, &OsString)]) -> Renew
     }
     let output = tokio::time::timeout(HANG_GUARD, command.output())
         .await
-        .unwrap_or_else(|_| panic!("acme-bridge renew did not exit within {HANG_GUARD:?}"))
+        .unwrap_or_else(|_| panic!("acme-bridge {args:?} did not exit within {HANG_GUARD:?}"))
         .unwrap_or_else(|e| panic!("cannot run {BINARY}: {e}"));
     Renew {
         status: output.status,
@@ -408,4 +414,53 @@ async fn a_signal_during_renew_cleans_up_and_keeps_the_last_good_certificate() {
     let again = renew_json(&pebble, config, &["--force"], 1).await;
     again.assert_exit(0);
     assert_eq!(cert_link(config, "sig.test"), version_link("sig.test", 2));
+}
+
+#[tokio::test]
+async fn a_corrupt_certificate_is_reported_on_its_own_by_list_plan_and_renew() {
+    let pebble = Pebble::start().await;
+    let config = handler_mode::config_dir();
+    let config = config.path();
+    for name in ["bad.test", "good.test"] {
+        consumer::issue_ok(&pebble, config, &["-d", name]).await;
+    }
+    // Someone deleted bad.test's archive: its live links point nowhere.
+    std::fs::remove_dir_all(config.join("archive/bad.test")).expect("remove the archive");
+
+    for args in [&["list"][..], &["plan"][..]] {
+        let run = command(config, args, &[]).await;
+        assert_eq!(run.status.code(), Some(0), "{}", run.context());
+        let doc: Value = serde_json::from_str(&run.stdout).expect("one JSON document");
+        let names: Vec<&str> = doc["certificates"]
+            .as_array()
+            .expect("certificates")
+            .iter()
+            .map(|c| c["name"].as_str().expect("name"))
+            .collect();
+        assert_eq!(names, ["good.test"], "{}", run.context());
+        assert_eq!(
+            doc["unreadable"][0]["name"],
+            "bad.test",
+            "{}",
+            run.context()
+        );
+        assert!(
+            doc["unreadable"][0]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("no complete archive version")),
+            "{}",
+            run.context()
+        );
+    }
+
+    // renew: good.test is looked at (not due), bad.test fails on its own (exit 1, a
+    // local failure).
+    let run = renew(config, &[], &[]).await;
+    assert_eq!(run.status.code(), Some(1), "{}", run.context());
+    assert!(
+        run.stderr.contains("0 renewed, 1 not due, 1 failed") && run.stderr.contains("bad.test"),
+        "{}",
+        run.context()
+    );
+    assert_eq!(cert_link(config, "good.test"), version_link("good.test", 1));
 }
