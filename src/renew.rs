@@ -182,11 +182,11 @@ async fn one(
             request,
             stored,
         }) => {
-            tracing::info!(
-                "not due: {} (due {})",
-                reason.describe(),
-                crate::time::rfc3339(due_at)
-            );
+            let by = match reason {
+                Reason::AriNotYet => "the CA's suggested window (ARI) begins",
+                _ => "due",
+            };
+            tracing::info!("not due: {by} {}", crate::time::rfc3339(due_at));
             match unchanged(store, &request, &stored).await {
                 Ok(()) => Outcome::NotDue { reason, due_at },
                 Err(error) => {
