@@ -10,7 +10,10 @@ HTTP/TLS responders), answers "ready" (or "failed"), and removes what it publish
 acme-bridge sends "cleanup". To use a real DNS provider, rewrite publish() and
 unpublish(): they are the only parts that know about pebble-challtestsrv.
 
-Output: progress and errors on stderr. On success the "certificate" message is printed
+It works unchanged for "acme-bridge renew": several certificates' runs then interleave
+on one stdout, each message names its certificate, and replies are routed by their id.
+
+Output: progress and errors on stderr. Each "certificate" message is printed
 on stdout as one JSON line (paths, serial, dates), so a script can capture it; stdout is
 empty otherwise. Exit status: the command's own (see acme-bridge's exit codes).
 Python 3.11+ standard library only.

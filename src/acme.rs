@@ -425,14 +425,18 @@ impl Session {
                 if replaces.is_some() && detail.contains("replaces field mismatch") =>
             {
                 tracing::warn!("the CA ignored `replaces`; ordering without it");
-                let mut plain = NewOrder::new(&identifiers);
-                if let Some(profile) = &options.profile {
-                    plain = plain.profile(profile);
-                }
-                retry(&self.transport, "creating the order", async || {
-                    self.account.new_order(&plain).await
-                })
-                .await?
+                self.new_order_plain(&identifiers, options).await?
+            }
+            // The old certificate was replaced already (a renewal the CA completed but
+            // we could not store, say): RFC 9773 §5 — order again without `replaces`
+            // rather than never renewing.
+            Err(AcmeError::Problem { problem, .. })
+                if replaces.is_some() && problem.kind.as_deref() == Some(ALREADY_REPLACED) =>
+            {
+                tracing::warn!(
+                    "the CA says the certificate was already replaced ({problem}); ordering without `replaces`"
+                );
+                self.new_order_plain(&identifiers, options).await?
             }
             other => other?,
         };
@@ -443,6 +447,22 @@ impl Session {
             kid: self.account.id().to_owned(),
             key_pkcs8: self.key_pkcs8.clone(),
         })
+    }
+
+    /// `newOrder` without `replaces`.
+    async fn new_order_plain(
+        &self,
+        identifiers: &[Identifier],
+        options: &OrderOptions,
+    ) -> Result<instant_acme::Order, AcmeError> {
+        let mut plain = NewOrder::new(identifiers);
+        if let Some(profile) = &options.profile {
+            plain = plain.profile(profile);
+        }
+        retry(&self.transport, "creating the order", async || {
+            self.account.new_order(&plain).await
+        })
+        .await
     }
 
     /// Picks up an existing order by its URL (the second step of a two-step run).
@@ -536,6 +556,9 @@ impl Session {
         .await
     }
 }
+
+/// RFC 9773's problem type for a `replaces` naming a certificate that was replaced.
+const ALREADY_REPLACED: &str = "urn:ietf:params:acme:error:alreadyReplaced";
 
 /// An authorization as the rest of the program sees it ([RFC 8555 §7.1.4]).
 ///
