@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
 use tokio::time::{Instant, sleep};
 
 pub use self::http::{Transport, TransportError};
+
+mod jws;
 use crate::challenge::ChallengeType;
 use crate::names::DomainName;
 use crate::protocol::{Problem, ProblemIdentifier, Subproblem};
@@ -157,6 +159,7 @@ struct DirectoryDoc {
     #[serde(default)]
     meta: DirectoryMeta,
     renewal_info: Option<String>,
+    revoke_cert: Option<String>,
 }
 
 /// An account as stored on disk: the instant-acme credentials plus what we know.
@@ -181,6 +184,7 @@ pub struct Acme {
     directory_url: String,
     meta: DirectoryMeta,
     renewal_info: bool,
+    revoke_cert: Option<String>,
 }
 
 impl Acme {
@@ -199,7 +203,37 @@ impl Acme {
             directory_url: directory_url.to_owned(),
             meta: doc.meta,
             renewal_info: doc.renewal_info.is_some(),
+            revoke_cert: doc.revoke_cert,
         })
+    }
+
+    /// Revokes a certificate (DER) with a request signed by its own private key
+    /// (PEM) rather than an account ([RFC 8555 §7.6]): works when the account that
+    /// ordered it is gone, deactivated or another one.
+    ///
+    /// [RFC 8555 §7.6]: https://www.rfc-editor.org/rfc/rfc8555#section-7.6
+    pub async fn revoke_with_certificate_key(
+        &self,
+        cert_der: &[u8],
+        key_pem: &str,
+        reason: Option<RevocationReason>,
+    ) -> Result<(), AcmeError> {
+        use base64::Engine;
+        let url = self.revoke_cert.as_deref().ok_or(AcmeError::Transport {
+            context: "revoking the certificate".into(),
+            detail: "the CA's directory has no revokeCert URL".into(),
+        })?;
+        let signer = jws::Signer::certificate_key(key_pem)?;
+        let mut payload = serde_json::json!({
+            "certificate": base64::prelude::BASE64_URL_SAFE_NO_PAD.encode(cert_der),
+        });
+        if let Some(reason) = reason {
+            payload["reason"] = serde_json::json!(reason.code());
+        }
+        let context = "revoking the certificate with its own key";
+        jws::post(&self.transport, &signer, url, Some(&payload), context)
+            .await
+            .map(drop)
     }
 
     /// The directory's `meta` object.
@@ -356,6 +390,17 @@ impl RevocationReason {
         ("superseded", Self::Superseded),
         ("cessationOfOperation", Self::CessationOfOperation),
     ];
+
+    /// The RFC 5280 CRLReason code.
+    fn code(self) -> u8 {
+        match self {
+            Self::Unspecified => 0,
+            Self::KeyCompromise => 1,
+            Self::AffiliationChanged => 3,
+            Self::Superseded => 4,
+            Self::CessationOfOperation => 5,
+        }
+    }
 
     fn to_lib(self) -> instant_acme::RevocationReason {
         match self {
@@ -801,58 +846,12 @@ impl PendingOrder {
     ///
     /// [RFC 8555 §6.3]: https://www.rfc-editor.org/rfc/rfc8555#section-6.3
     async fn post_as_get(&self, url: &str) -> Result<String, AcmeError> {
-        use aws_lc_rs::rand::SystemRandom;
-        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
-        use base64::Engine;
-        use base64::prelude::BASE64_URL_SAFE_NO_PAD as B64;
-
-        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &self.key_pkcs8)
-            .map_err(|_| AcmeError::Transport {
-                context: "signing a request".into(),
-                detail: "the stored account key is not a P-256 key".into(),
-            })?;
-        let sign = |nonce: &str| -> Option<Vec<u8>> {
-            let header =
-                serde_json::json!({"alg": "ES256", "kid": self.kid, "nonce": nonce, "url": url});
-            let protected = B64.encode(header.to_string());
-            let signature = key
-                .sign(&SystemRandom::new(), format!("{protected}.").as_bytes())
-                .ok()?;
-            let jws = serde_json::json!({
-                "protected": protected,
-                "payload": "",
-                "signature": B64.encode(signature.as_ref()),
-            });
-            Some(jws.to_string().into_bytes())
-        };
+        let signer = jws::Signer::account(&self.key_pkcs8, &self.kid)?;
         let context = format!("downloading the alternate chain {url}");
-        for _ in 0..=BAD_NONCE_RETRIES {
-            let (status, body) = self
-                .transport
-                .post_jose(url, &sign)
-                .await
-                .map_err(|e| AcmeError::from_lib(context.as_str(), e))?;
-            if status.is_success() {
-                return String::from_utf8(body.to_vec()).map_err(|_| AcmeError::Transport {
-                    context: context.clone(),
-                    detail: "the chain is not UTF-8 PEM".into(),
-                });
-            }
-            let problem: instant_acme::Problem =
-                serde_json::from_slice(&body).map_err(|e| AcmeError::Transport {
-                    context: context.clone(),
-                    detail: format!("answered {status} without a problem document: {e}"),
-                })?;
-            if problem.r#type.as_deref() != Some("urn:ietf:params:acme:error:badNonce") {
-                return Err(AcmeError::Problem {
-                    context,
-                    problem: convert_problem(&problem),
-                });
-            }
-        }
-        Err(AcmeError::Transport {
+        let body = jws::post(&self.transport, &signer, url, None, &context).await?;
+        String::from_utf8(body.to_vec()).map_err(|_| AcmeError::Transport {
             context,
-            detail: "the CA kept rejecting our nonces".into(),
+            detail: "the chain is not UTF-8 PEM".into(),
         })
     }
 }

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use super::{block_on, fail, print};
-use crate::acme::{Acme, RevocationReason, StoredAccount};
+use crate::acme::{Acme, AcmeError, RevocationReason, StoredAccount};
 use crate::error::Error;
 use crate::inventory;
 use crate::issue::CertSettings;
@@ -156,6 +156,9 @@ pub(super) fn plan(args: PlanArgs, store_root: PathBuf) -> ExitCode {
     })
 }
 
+/// RFC 8555's problem type for a request the account may not make.
+const UNAUTHORIZED: &str = "urn:ietf:params:acme:error:unauthorized";
+
 /// `acme-bridge revoke`.
 pub(super) fn revoke(args: RevokeArgs, store_root: PathBuf) -> ExitCode {
     let reason = args.reason.map(|r| match r {
@@ -178,13 +181,42 @@ pub(super) fn revoke(args: RevokeArgs, store_root: PathBuf) -> ExitCode {
                 ))
             })?;
             let acme = Acme::connect(&settings.server, settings.ca_bundle.as_deref()).await?;
-            let account = store
-                .load_account::<StoredAccount>(&settings.server)?
-                .ok_or_else(|| {
-                    Error::Config(format!("no account is stored for {}", settings.server))
+            let der = stored.der()?;
+            let signed_by_account = match store.load_account::<StoredAccount>(&settings.server)? {
+                Some(account) => {
+                    let session = acme.load_account(account.credentials).await?;
+                    match session.revoke(&der, reason).await {
+                        Ok(()) => true,
+                        // Deactivated, or not the account that ordered it.
+                        Err(AcmeError::Problem { problem, .. })
+                            if problem.kind.as_deref() == Some(UNAUTHORIZED) =>
+                        {
+                            tracing::warn!(
+                                "the stored account may not revoke it ({problem}); signing with the certificate's own key"
+                            );
+                            false
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                None => {
+                    tracing::info!(
+                        "no account is stored for {}; signing with the certificate's own key",
+                        settings.server
+                    );
+                    false
+                }
+            };
+            if !signed_by_account {
+                let key = std::fs::read_to_string(&stored.lineage.privkey).map_err(|source| {
+                    crate::store::StoreError::Io {
+                        op: "read",
+                        path: stored.lineage.privkey.clone(),
+                        source,
+                    }
                 })?;
-            let session = acme.load_account(account.credentials).await?;
-            session.revoke(&stored.der()?, reason).await?;
+                acme.revoke_with_certificate_key(&der, &key, reason).await?;
+            }
             let revocation = Revocation {
                 at: crate::time::now_rfc3339(),
                 reason: reason.and_then(|r| {

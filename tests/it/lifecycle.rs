@@ -365,6 +365,78 @@ async fn revoke_is_recorded_by_the_ca_and_shown_by_list_and_plan() {
         .assert_exit(2);
 }
 
+#[tokio::test]
+async fn revoke_signs_with_the_certificate_key_when_the_account_cannot() {
+    let pebble = Pebble::start().await;
+    let config = config_dir();
+    let mut serials = Vec::new();
+    for (name, key_type) in [("ec.test", "ec-p384"), ("rsa.test", "rsa2048")] {
+        let run = consumer::issue_ok(
+            &pebble,
+            config.path(),
+            &["-d", name, "--key-type", key_type],
+        )
+        .await;
+        serials.push(certs::serial_hex(&leaf_of(
+            &run.certificate_path("cert_path"),
+        )));
+    }
+    let deactivated = account(&pebble, config.path(), "deactivate", &[]).await;
+    deactivated.assert_exit(0);
+    let kept = PathBuf::from(deactivated.json()["path"].as_str().expect("path"));
+
+    // No account is stored any more: the certificate's own key (P-384) signs.
+    let revoked = command(
+        config.path(),
+        &["revoke", "ec.test", "--reason", "superseded"],
+    )
+    .await;
+    revoked.assert_exit(0);
+    assert!(
+        revoked.stderr.contains("certificate's own key"),
+        "{}",
+        revoked.context()
+    );
+    let status = cert_status(&pebble, &serials[0]).await;
+    assert_eq!(status["Status"], "Revoked", "{status}");
+    assert_eq!(status["Reason"], 4, "superseded is reason 4: {status}");
+
+    // Another account is stored now, one that never ordered rsa.test: the CA
+    // refuses it, and the certificate's own key (RSA) signs instead.
+    let other = config_dir();
+    consumer::issue_ok(&pebble, other.path(), &["-d", "other.test"]).await;
+    let stored = config
+        .path()
+        .join(kept.parent().expect("account dir"))
+        .join("account.json");
+    let others = other.path().join(
+        stored
+            .strip_prefix(config.path())
+            .expect("under the config dir"),
+    );
+    fs::copy(&others, &stored).expect("store the other account");
+    let revoked = command(config.path(), &["revoke", "rsa.test"]).await;
+    revoked.assert_exit(0);
+    assert!(
+        revoked.stderr.contains("may not revoke it"),
+        "{}",
+        revoked.context()
+    );
+    let status = cert_status(&pebble, &serials[1]).await;
+    assert_eq!(status["Status"], "Revoked", "{status}");
+    let listed = command(config.path(), &["list"]).await;
+    listed.assert_exit(0);
+    assert!(
+        listed
+            .list()
+            .certificates
+            .iter()
+            .all(|c| c.revoked.is_some()),
+        "{}",
+        listed.context()
+    );
+}
+
 // ---------------------------------------------------------------------------------
 // plan with a short lifetime
 // ---------------------------------------------------------------------------------
