@@ -38,15 +38,15 @@ fn config_dir() -> TempDir {
 
 /// One finished run of a command that reads nothing (`list`, `plan`, `revoke`,
 /// `account …`).
-struct Command {
+pub(crate) struct Command {
     args: Vec<OsString>,
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
+    pub(crate) status: ExitStatus,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Command {
-    fn context(&self) -> String {
+    pub(crate) fn context(&self) -> String {
         format!(
             "--- acme-bridge {:?} exited with {}\n--- stdout:\n{}\n--- stderr:\n{}",
             self.args, self.status, self.stdout, self.stderr
@@ -87,7 +87,11 @@ async fn command(config: &Path, args: &[&str]) -> Command {
     command_with_env(config, args, &[]).await
 }
 
-async fn command_with_env(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+pub(crate) async fn command_with_env(
+    config: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Command {
     let mut all: Vec<OsString> = vec!["--config-dir".into(), config.into()];
     all.extend(args.iter().map(OsString::from));
     let mut cmd = tokio::process::Command::new(BINARY);

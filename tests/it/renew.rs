@@ -6,19 +6,16 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::certs;
-use crate::consumer::{self, BINARY, Bridge, Challenge};
+use crate::consumer::{self, Bridge, Challenge};
 use crate::handler_mode::{self, DEHYDRATED_HOOK, DEPLOY_HOOK, Hooks};
 use crate::harness::Pebble;
-
-/// A guard against a hung command, not an assertion about speed.
-const HANG_GUARD: Duration = Duration::from_secs(120);
+use crate::lifecycle::{Command, command_with_env};
 
 /// A dehydrated hook whose DNS provider stopped taking its credentials: it records
 /// its calls like the others and refuses to deploy.
@@ -31,54 +28,11 @@ fi
 exit 0
 "#;
 
-/// A finished `acme-bridge renew`.
-struct Renew {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Renew {
-    fn context(&self) -> String {
-        format!(
-            "--- renew exited with {}\n--- stdout:\n{}\n--- stderr:\n{}",
-            self.status, self.stdout, self.stderr
-        )
-    }
-}
-
 /// `acme-bridge --config-dir CONFIG renew ARGS…` with stdin closed, as a timer runs it.
-async fn renew(config: &Path, args: &[&str], env: &[(&str, &OsString)]) -> Renew {
+async fn renew(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut all = vec!["renew"];
     all.extend_from_slice(args);
-    command(config, &all, env).await
-}
-
-/// `acme-bridge --config-dir CONFIG ARGS…` with stdin closed.
-async fn command(config: &Path, args: &[&str], env: &[(&str, &OsString)]) -> Renew {
-    let mut command = tokio::process::Command::new(BINARY);
-    command
-        .arg("--config-dir")
-        .arg(config)
-        .args(args)
-        .env_remove("ACME_BRIDGE_CONFIG_DIR")
-        .env_remove("ACME_BRIDGE_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let output = tokio::time::timeout(HANG_GUARD, command.output())
-        .await
-        .unwrap_or_else(|_| panic!("acme-bridge {args:?} did not exit within {HANG_GUARD:?}"))
-        .unwrap_or_else(|e| panic!("cannot run {BINARY}: {e}"));
-    Renew {
-        status: output.status,
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    command_with_env(config, &all, env).await
 }
 
 /// Where `live/NAME/cert.pem` points, e.g. `../../archive/NAME/cert2.pem`.
@@ -207,8 +161,8 @@ async fn renew_replaces_what_is_due_keeps_the_rest_and_survives_a_failing_hook()
     while OffsetDateTime::now_utc().unix_timestamp() <= due_at {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let hook_log = OsString::from(&hooks.log);
-    let challtestsrv = OsString::from(short.challtestsrv_url());
+    let hook_log = path(&hooks.log);
+    let challtestsrv = short.challtestsrv_url();
     let run = renew(
         config,
         &[],
@@ -428,7 +382,7 @@ async fn a_corrupt_certificate_is_reported_on_its_own_by_list_plan_and_renew() {
     std::fs::remove_dir_all(config.join("archive/bad.test")).expect("remove the archive");
 
     for args in [&["list"][..], &["plan"][..]] {
-        let run = command(config, args, &[]).await;
+        let run = command_with_env(config, args, &[]).await;
         assert_eq!(run.status.code(), Some(0), "{}", run.context());
         let doc: Value = serde_json::from_str(&run.stdout).expect("one JSON document");
         let names: Vec<&str> = doc["certificates"]
