@@ -467,7 +467,7 @@ impl Session {
             // field (RFC 9773 makes echoing optional in practice) still gave us an order,
             // but we cannot hold it: ask again without `replaces`.
             Err(AcmeError::Transport { detail, .. })
-                if replaces.is_some() && detail.contains("replaces field mismatch") =>
+                if replaces.is_some() && detail.contains(REPLACES_MISMATCH) =>
             {
                 tracing::warn!("the CA ignored `replaces`; ordering without it");
                 self.new_order_plain(&identifiers, options).await?
@@ -601,6 +601,9 @@ impl Session {
         .await
     }
 }
+
+/// How instant-acme reports an order whose `replaces` differs from the one sent.
+const REPLACES_MISMATCH: &str = "replaces field mismatch";
 
 /// RFC 9773's problem type for a `replaces` naming a certificate that was replaced.
 const ALREADY_REPLACED: &str = "urn:ietf:params:acme:error:alreadyReplaced";
@@ -934,7 +937,9 @@ async fn retry_with<T>(
             });
         }
         let transient = match &err {
-            AcmeError::Transport { .. } => true,
+            // The CA answered, just not with the `replaces` we sent: asking again
+            // gives the same answer (and another abandoned order).
+            AcmeError::Transport { detail, .. } => !detail.contains(REPLACES_MISMATCH),
             AcmeError::Problem { .. } => {
                 status.is_some_and(|s| s >= 500 || s == 408) || kind == Some("serverInternal")
             }

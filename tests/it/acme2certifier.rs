@@ -1,12 +1,13 @@
 //! acme2certifier, the second ACME server: the harness proves itself (directory, profiles
-//! that really change the certificate, ARI), and acme-bridge issues from it.
+//! that really change the certificate, ARI), and acme-bridge issues from it and renews
+//! by its ARI window.
 //!
 //! The harness checks (profiles, ARI) drive acme2certifier with instant-acme directly, so
 //! they do not depend on acme-bridge options; the issuance tests run the real binary.
 
 use std::ffi::OsString;
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -336,6 +337,103 @@ async fn acme_bridge_refuses_a_profile_the_ca_does_not_offer() {
     assert!(!config.path().join("live/bad.example.test").exists());
 }
 
+#[tokio::test]
+async fn acme_bridge_renews_when_the_ari_window_has_begun() {
+    let a2c = Acme2Certifier::builder().renewal_force(true).start().await;
+    let config = tempfile::tempdir().expect("config dir");
+    let name = "renew.example.test";
+    let issued = bridge_issue(&a2c, config.path(), &["-d", name]).await;
+    assert_issued(&a2c, &issued, &[name], 1);
+    let old_serial = live_serial(config.path(), name);
+    let orders_before = new_orders(&a2c);
+
+    // Brand new, so not due by its lifetime: only the CA's window makes it due.
+    let run = answer_every_challenge(Bridge::spawn(renew_args(config.path()))).await;
+    assert_issued(&a2c, &run, &[name], 2);
+    let ids: Vec<String> = run.challenges().iter().map(|c| c.id().to_owned()).collect();
+    assert_eq!(ids, [format!("{name}/c1")], "{}", run.context());
+    assert!(
+        run.messages.iter().all(|m| m["name"] == name),
+        "every message names the certificate\n{}",
+        run.context()
+    );
+    assert_eq!(
+        cert_link(config.path(), name),
+        Path::new(&format!("../../archive/{name}/cert2.pem"))
+    );
+    assert_ne!(live_serial(config.path(), name), old_serial);
+    for said in [
+        "renewing: the CA's suggested renewal window (ARI) has begun",
+        "renew: 1 renewed, 0 not due, 0 failed",
+        // acme2certifier 0.46.3 knows nothing of `replaces`: it neither echoes nor
+        // records it. instant-acme compares the echo only when the order carried
+        // `replaces`, so this warning is the evidence that the renewal order did.
+        "the CA ignored `replaces`; ordering without it",
+    ] {
+        assert!(
+            run.stderr.contains(said),
+            "stderr says {said:?}\n{}",
+            run.context()
+        );
+    }
+    // The order with `replaces` and the one without: no retries of an answer that
+    // would not change.
+    assert_eq!(
+        new_orders(&a2c) - orders_before,
+        2,
+        "{}\n{}",
+        run.context(),
+        a2c.log_tail(40)
+    );
+}
+
+/// How many newOrder requests acme2certifier has answered.
+fn new_orders(a2c: &Acme2Certifier) -> usize {
+    a2c.log().matches("POST /acme/neworders").count()
+}
+
+#[tokio::test]
+async fn acme_bridge_renew_leaves_a_certificate_alone_before_its_ari_window() {
+    let a2c = Acme2Certifier::start().await;
+    let config = tempfile::tempdir().expect("config dir");
+    let name = "kept.example.test";
+    let issued = bridge_issue(&a2c, config.path(), &["-d", name]).await;
+    assert_issued(&a2c, &issued, &[name], 1);
+    let serial = live_serial(config.path(), name);
+
+    let mut bridge = Bridge::spawn(renew_args(config.path()));
+    bridge.close_stdin();
+    let run = bridge.finish().await;
+    run.assert_exit(0);
+    assert!(
+        run.messages.is_empty(),
+        "nothing to say on stdout\n{}",
+        run.context()
+    );
+    assert_eq!(
+        cert_link(config.path(), name),
+        Path::new(&format!("../../archive/{name}/cert1.pem"))
+    );
+    assert_eq!(live_serial(config.path(), name), serial);
+    // Not due as the CA sees it: the log names the start of the CA's window.
+    let leaf = certs::pem_certificates_in(&config.path().join(format!("live/{name}/cert.pem")));
+    let (start, _) = suggested_window(&a2c, &leaf[0]).await;
+    let begins = OffsetDateTime::from_unix_timestamp(start)
+        .expect("window start")
+        .format(&Rfc3339)
+        .expect("RFC 3339");
+    for said in [
+        format!("not due: the CA's suggested window (ARI) begins {begins}"),
+        "renew: 0 renewed, 1 not due, 0 failed".to_owned(),
+    ] {
+        assert!(
+            run.stderr.contains(&said),
+            "stderr says {said:?}\n{}",
+            run.context()
+        );
+    }
+}
+
 /// `--config-dir CONFIG_DIR issue --mode json --server ... --ca-bundle ... --agree-tos
 /// EXTRA` against `a2c`.
 fn bridge_args(a2c: &Acme2Certifier, config_dir: &Path, extra: &[&str]) -> Vec<OsString> {
@@ -349,12 +447,33 @@ fn bridge_args(a2c: &Acme2Certifier, config_dir: &Path, extra: &[&str]) -> Vec<O
 /// Runs `acme-bridge issue --agree-tos EXTRA` against `a2c` with a consumer that replies
 /// `ready` to every challenge (acme2certifier does not validate), to completion.
 async fn bridge_issue(a2c: &Acme2Certifier, config_dir: &Path, extra: &[&str]) -> Finished {
-    let mut bridge = Bridge::spawn(bridge_args(a2c, config_dir, extra));
+    answer_every_challenge(Bridge::spawn(bridge_args(a2c, config_dir, extra))).await
+}
+
+/// Reads one run's announcements, replies `ready` to each challenge, runs to the end.
+async fn answer_every_challenge(mut bridge: Bridge) -> Finished {
     let challenges = bridge.until_awaiting().await;
     for challenge in &challenges {
         bridge.ready(challenge.id()).await;
     }
     bridge.finish().await
+}
+
+/// `--config-dir CONFIG_DIR renew`.
+fn renew_args(config_dir: &Path) -> Vec<OsString> {
+    vec!["--config-dir".into(), config_dir.into(), "renew".into()]
+}
+
+/// Where `live/NAME/cert.pem` points.
+fn cert_link(config_dir: &Path, name: &str) -> PathBuf {
+    let link = config_dir.join("live").join(name).join("cert.pem");
+    std::fs::read_link(&link).unwrap_or_else(|e| panic!("{} is not a link: {e}", link.display()))
+}
+
+/// The serial (hex) of the live leaf of `name`.
+fn live_serial(config_dir: &Path, name: &str) -> String {
+    let leaf = certs::pem_certificates_in(&config_dir.join("live").join(name).join("cert.pem"));
+    certs::serial_hex(&leaf[0])
 }
 
 /// The run succeeded and stored a certificate for `names` (sorted) as archive `version`
