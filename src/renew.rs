@@ -265,6 +265,10 @@ async fn prepare(
                     crate::time::rfc3339(window.start),
                     crate::time::rfc3339(window.end)
                 );
+                // Why the CA moved the window (a mass revocation, say), for people.
+                if let Some(url) = &window.explanation_url {
+                    tracing::info!("the CA explains its renewal window: {url}");
+                }
                 Some((window.start, window.end))
             }
             Err(e) => {
