@@ -168,7 +168,13 @@ async fn one(
     turns: &Turns,
     mut interrupt: Interrupt,
 ) -> Renewal {
-    let outcome = match prepare(store, name, options, now).await {
+    // After a signal, what has not started does not start.
+    let prepared = if interrupt.is_set() {
+        Err(Error::Interrupted(interrupt.signalled().await))
+    } else {
+        prepare(store, name, options, now).await
+    };
+    let outcome = match prepared {
         Err(error) => {
             tracing::error!("{error}");
             Outcome::Failed {
@@ -198,7 +204,7 @@ async fn one(
                 }
             }
         }
-        Ok(Prepared::Due { reason, request }) if !interrupt.is_set() => {
+        Ok(Prepared::Due { reason, request }) => {
             tracing::info!("renewing: {}", reason.describe());
             run(store, &request, hub, turns, &mut interrupt)
                 .await
@@ -207,10 +213,6 @@ async fn one(
                     |issued| Outcome::Renewed { reason, issued },
                 )
         }
-        Ok(Prepared::Due { .. }) => Outcome::Failed {
-            error: Error::Interrupted(interrupt.signalled().await),
-            stored: None,
-        },
     };
     Renewal {
         name: name.clone(),
