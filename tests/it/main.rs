@@ -17,7 +17,9 @@
 //! - `lifecycle`: `revoke`, `list`, `plan`, `account`, and the `issue` options EAB,
 //!   `--preferred-chain`, `--reuse-key`, `--dns-check` and `--profile`;
 //! - `renew`: `acme-bridge renew` in handler and JSON mode, side by side;
-//! - `schema`: the committed schemas are the ones the binary prints.
+//! - `schema`: the committed schemas are the ones the binary prints;
+//! - `fake_ca`: ARI edge cases (`alreadyReplaced`, an unechoed `replaces`,
+//!   `explanationURL`) against an in-process fake ACME server.
 
 mod a2c_harness;
 mod acme2certifier;
@@ -26,6 +28,7 @@ mod certs;
 mod compat_output;
 mod consumer;
 mod dns_check;
+mod fake_ca;
 mod handler_mode;
 mod harness;
 mod json_mode;
