@@ -91,16 +91,15 @@ struct Turns {
     ports: Mutex<()>,
 }
 
-/// Renews what is due and reports on every certificate, in name order.
-pub async fn renew(store: &Store, options: &RenewOptions, interrupt: &Interrupt) -> Vec<Renewal> {
+/// Renews what is due and reports on every certificate, in name order. Fails only
+/// when the stored certificates cannot be listed.
+pub async fn renew(
+    store: &Store,
+    options: &RenewOptions,
+    interrupt: &Interrupt,
+) -> Result<Vec<Renewal>, Error> {
     let names = if options.names.is_empty() {
-        match store.names() {
-            Ok(names) => names,
-            Err(e) => {
-                tracing::error!("{e}");
-                return Vec::new();
-            }
-        }
+        store.names()?
     } else {
         options.names.clone()
     };
@@ -124,7 +123,7 @@ pub async fn renew(store: &Store, options: &RenewOptions, interrupt: &Interrupt)
     };
     let (mut renewals, ()) = tokio::join!(work, writer);
     renewals.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
-    renewals
+    Ok(renewals)
 }
 
 /// Every certificate, `parallel` at a time, while the hub routes stdin.
@@ -145,17 +144,15 @@ async fn renew_all(
         })
         .buffer_unordered(options.parallel.max(1))
         .collect::<Vec<_>>();
-    let pump = async {
-        if uses_stdin {
-            hub.pump(tokio::io::BufReader::new(tokio::io::stdin()))
-                .await;
+    tokio::pin!(renewals);
+    if uses_stdin {
+        // Until the end of input; the runs then see it too, and go on to their end.
+        tokio::select! {
+            renewals = &mut renewals => return renewals,
+            () = hub.pump(tokio::io::BufReader::new(tokio::io::stdin())) => {}
         }
-        std::future::pending::<()>().await;
-    };
-    tokio::select! {
-        renewals = renewals => renewals,
-        () = pump => unreachable!("the pump never ends"),
     }
+    renewals.await
 }
 
 /// One certificate, start to end.

@@ -52,7 +52,10 @@ pub(super) fn run(args: RenewArgs, store_root: PathBuf) -> ExitCode {
             Ok(store) => store,
             Err(e) => return fail(&Error::from(e)),
         };
-        let renewals = crate::renew::renew(&store, &options, &interrupt).await;
+        let renewals = match crate::renew::renew(&store, &options, &interrupt).await {
+            Ok(renewals) => renewals,
+            Err(e) => return fail(&e),
+        };
         let (mut renewed, mut kept, mut failed) = (0, 0, Vec::new());
         for r in &renewals {
             match &r.outcome {
