@@ -34,12 +34,13 @@ enum Key {
 impl Signer {
     /// The account key (P-256, PKCS#8), named by the account URL.
     pub(super) fn account(pkcs8: &[u8], kid: &str) -> Result<Self, AcmeError> {
-        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8).map_err(
-            |_| AcmeError::Transport {
-                context: "signing a request".into(),
-                detail: "the stored account key is not a P-256 key".into(),
-            },
-        )?;
+        let key =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8).map_err(|_| {
+                AcmeError::Transport {
+                    context: "signing a request".into(),
+                    detail: "the stored account key is not a P-256 key".into(),
+                }
+            })?;
         Ok(Self {
             key: Key::Ecdsa(key, "ES256"),
             identity: ("kid", json!(kid)),
@@ -60,12 +61,12 @@ impl Signer {
         let public = info.parsed().map_err(|e| unusable(e.to_string()))?;
         let (key, jwk) = match public {
             x509_parser::public_key::PublicKey::EC(point) => {
-                let (algorithm, alg, crv, size) = if pair.algorithm() == &rcgen::PKCS_ECDSA_P384_SHA384
-                {
-                    (&ECDSA_P384_SHA384_FIXED_SIGNING, "ES384", "P-384", 48)
-                } else {
-                    (&ECDSA_P256_SHA256_FIXED_SIGNING, "ES256", "P-256", 32)
-                };
+                let (algorithm, alg, crv, size) =
+                    if pair.algorithm() == &rcgen::PKCS_ECDSA_P384_SHA384 {
+                        (&ECDSA_P384_SHA384_FIXED_SIGNING, "ES384", "P-384", 48)
+                    } else {
+                        (&ECDSA_P256_SHA256_FIXED_SIGNING, "ES256", "P-256", 32)
+                    };
                 // Uncompressed point: 0x04 ‖ X ‖ Y.
                 let data = point.data();
                 if data.len() != 1 + 2 * size || data[0] != 4 {
@@ -185,7 +186,11 @@ mod tests {
             let pem = kind.generate().unwrap().serialize_pem();
             let signer = Signer::certificate_key(&pem).unwrap();
             let jws = signer
-                .jws(Some(&json!({"certificate": "AA"})), "n1", "https://ca.test/revoke")
+                .jws(
+                    Some(&json!({"certificate": "AA"})),
+                    "n1",
+                    "https://ca.test/revoke",
+                )
                 .unwrap();
             let header = header_of(&jws);
             assert_eq!(header["alg"], alg, "{kind}");
