@@ -127,14 +127,15 @@ impl Hub {
                 );
             }
         };
-        if line.iter().all(u8::is_ascii_whitespace) {
-            return;
-        }
         line.push(b'\n');
+        // Before blank lines are skipped: certbot-external-auth's reply is one.
         if let Some(name) = &state.exclusive {
             if let Some(route) = state.routes.get(name) {
                 let _ = route.send(line);
             }
+            return;
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
             return;
         }
         let id = serde_json::from_slice::<serde_json::Value>(&line)
@@ -351,9 +352,10 @@ mod tests {
     async fn an_exclusive_run_gets_every_line_and_late_runs_see_the_end() {
         let (hub, _out) = Hub::new();
         let (mut only, _, keep) = hub.attach("a.test", true);
-        hub.pump("anything\n{\"id\":\"b.test/c1\"}\n".as_bytes())
+        hub.pump("anything\n\n{\"id\":\"b.test/c1\"}\n".as_bytes())
             .await;
         assert_eq!(next_line(&mut only).await.unwrap(), "anything\n");
+        assert_eq!(next_line(&mut only).await.unwrap(), "\n", "a blank line is a reply");
         assert!(next_line(&mut only).await.unwrap().contains("b.test"));
         assert_eq!(next_line(&mut only).await, None);
         drop(keep);

@@ -167,13 +167,6 @@ fn wait_with_deadline(child: &mut Child, what: &str, deadline: Instant) -> ExitS
 /// Runs `acme-bridge issue --protocol certbot-external-auth --agree-tos EXTRA` with
 /// the consumer script on the other end of its stdin and stdout.
 async fn run(pebble: &Pebble, config: &Path, behaviour: &str, extra: &[&str]) -> Run {
-    let work = temp_dir("acme-bridge-compat-");
-    let script = work.path().join("consumer.py");
-    std::fs::write(&script, CONSUMER).expect("write the consumer");
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let transcript = work.path().join("transcript.jsonl");
-    let stderr_path = work.path().join("stderr.log");
-
     let mut args: Vec<OsString> = base_issue_args(pebble, config);
     args.extend(
         ["--protocol", "certbot-external-auth", "--agree-tos"]
@@ -181,6 +174,19 @@ async fn run(pebble: &Pebble, config: &Path, behaviour: &str, extra: &[&str]) ->
             .chain(extra.iter().copied())
             .map(OsString::from),
     );
+    run_with(pebble, args, behaviour).await
+}
+
+/// Runs acme-bridge with `args` and the consumer script on the other end of its
+/// stdin and stdout.
+async fn run_with(pebble: &Pebble, args: Vec<OsString>, behaviour: &str) -> Run {
+    let work = temp_dir("acme-bridge-compat-");
+    let script = work.path().join("consumer.py");
+    std::fs::write(&script, CONSUMER).expect("write the consumer");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let transcript = work.path().join("transcript.jsonl");
+    let stderr_path = work.path().join("stderr.log");
+
     let mut bridge = Command::new(BINARY)
         .args(&args)
         .env_remove("ACME_BRIDGE_CONFIG_DIR")
@@ -447,6 +453,60 @@ async fn http01_newline_consumer_gets_a_certificate() {
     let deploy = run.with_cmd("deploy_cert")[0];
     run.assert_keys(deploy, DEPLOY_CERT);
     assert_eq!(deploy["domain"], "web.compat.test");
+}
+
+#[tokio::test]
+async fn renew_runs_id_less_consumers_one_certificate_at_a_time() {
+    let pebble = Pebble::builder().authz_reuse_percent(0).start().await;
+    let config = temp_dir("acme-bridge-config-");
+    let names = ["one.compat.test", "two.compat.test"];
+    for name in names {
+        let run = run(&pebble, config.path(), "solve", &["-d", name]).await;
+        assert_eq!(run.status.code(), Some(0), "{}", run.context());
+    }
+
+    // Replies carry no id, so each renewal has stdin to itself: with room for two
+    // at once, they still run one after the other, each from its
+    // perform_challenge to its report.
+    let args = ["--config-dir", "", "renew", "--force", "--parallel", "2"]
+        .into_iter()
+        .map(OsString::from)
+        .enumerate()
+        .map(|(i, a)| if i == 1 { config.path().into() } else { a })
+        .collect();
+    let run = run_with(&pebble, args, "solve").await;
+    assert_eq!(run.status.code(), Some(0), "{}", run.context());
+    assert_eq!(
+        run.cmds(),
+        [
+            "perform_challenge",
+            "cleanup",
+            "deploy_cert",
+            "report",
+            "perform_challenge",
+            "cleanup",
+            "deploy_cert",
+            "report"
+        ],
+        "{}",
+        run.context()
+    );
+    let mut renewed: Vec<&str> = run
+        .with_cmd("deploy_cert")
+        .iter()
+        .map(|m| m["domain"].as_str().expect("domain"))
+        .collect();
+    renewed.sort_unstable();
+    assert_eq!(renewed, names, "{}", run.context());
+    for name in names {
+        let link = config.path().join("live").join(name).join("cert.pem");
+        assert_eq!(
+            std::fs::read_link(&link).expect("a link"),
+            PathBuf::from(format!("../../archive/{name}/cert2.pem")),
+            "{}",
+            run.context()
+        );
+    }
 }
 
 #[tokio::test]
