@@ -355,7 +355,11 @@ mod tests {
         hub.pump("anything\n\n{\"id\":\"b.test/c1\"}\n".as_bytes())
             .await;
         assert_eq!(next_line(&mut only).await.unwrap(), "anything\n");
-        assert_eq!(next_line(&mut only).await.unwrap(), "\n", "a blank line is a reply");
+        assert_eq!(
+            next_line(&mut only).await.unwrap(),
+            "\n",
+            "a blank line is a reply"
+        );
         assert!(next_line(&mut only).await.unwrap().contains("b.test"));
         assert_eq!(next_line(&mut only).await, None);
         drop(keep);
