@@ -104,9 +104,31 @@ impl Run {
     }
 }
 
-/// Runs acme-bridge to completion.
+/// Runs `acme-bridge issue …` (see [`command`]) to completion.
 async fn run_bridge(pebble: &Pebble, config: &Path, extra: &[&str]) -> Run {
-    let (mut command, args) = command(pebble, config, extra);
+    let (command, args) = command(pebble, config, extra);
+    finish(command, args).await
+}
+
+/// Runs `acme-bridge --config-dir CONFIG renew --force NAME` to completion: the mode
+/// and its addresses or document root come from what the issuance stored.
+async fn renew(config: &Path, name: &str) -> Run {
+    let args = ["renew", "--force", name];
+    let mut command = tokio::process::Command::new(BINARY);
+    command
+        .arg("--config-dir")
+        .arg(config)
+        .args(args)
+        .env_remove("ACME_BRIDGE_CONFIG_DIR")
+        .env_remove("ACME_BRIDGE_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    finish(command, format!("{args:?}")).await
+}
+
+async fn finish(mut command: tokio::process::Command, args: String) -> Run {
     let output = tokio::time::timeout(HANG_GUARD, command.output())
         .await
         .unwrap_or_else(|_| panic!("acme-bridge {args} did not exit within {HANG_GUARD:?}"))
@@ -160,6 +182,7 @@ async fn standalone_http01_is_validated_against_our_own_listener() {
     let tls_port = free_tcp_port();
     let pebble = Pebble::builder()
         .own_responders(http_port, tls_port)
+        .authz_reuse_percent(0)
         .start()
         .await;
     let config = temp_dir("acme-bridge-config-");
@@ -217,6 +240,33 @@ async fn standalone_http01_is_validated_against_our_own_listener() {
         "{address} is still taken\n{}",
         run.context()
     );
+
+    // renew serves on the same address again, unattended.
+    let renewed = renew(config.path(), "a.test").await;
+    renewed.assert_exit(0);
+    renewed.assert_stdout_empty();
+    assert_eq!(
+        std::fs::read_link(config.path().join("live/a.test/cert.pem")).expect("a link"),
+        Path::new("../../archive/a.test/cert2.pem"),
+        "{}",
+        renewed.context()
+    );
+    assert_issued(
+        &pebble,
+        config.path(),
+        "a.test",
+        &["a.test", "b.test"],
+        &renewed,
+    )
+    .await;
+    for host in ["a.test", "b.test"] {
+        let served = renewed.log_lines(&[
+            "GET /.well-known/acme-challenge/",
+            &format!("(Host {host}:{http_port}) -> 200"),
+        ]);
+        assert!(!served.is_empty(), "{host}\n{}", renewed.context());
+    }
+    assert!(port_is_free(http_port), "{}", renewed.context());
 }
 
 #[tokio::test]
@@ -556,6 +606,7 @@ async fn webroot_http01_is_validated_through_the_web_server_and_leaves_no_trace(
     let tls_port = free_tcp_port();
     let pebble = Pebble::builder()
         .own_responders(http_port, tls_port)
+        .authz_reuse_percent(0)
         .start()
         .await;
     let config = temp_dir("acme-bridge-config-");
@@ -626,6 +677,30 @@ async fn webroot_http01_is_validated_through_the_web_server_and_leaves_no_trace(
             run.context()
         );
     }
+
+    // renew writes into the document root it was issued with, and cleans up again.
+    let before = snapshot(existing.path());
+    let server = FileServer::start(existing.path(), http_port).await;
+    let renewed = renew(config.path(), "w2.test").await;
+    let served = server.served();
+    server.stop().await;
+    renewed.assert_exit(0);
+    assert_eq!(
+        std::fs::read_link(config.path().join("live/w2.test/cert.pem")).expect("a link"),
+        Path::new("../../archive/w2.test/cert2.pem"),
+        "{}",
+        renewed.context()
+    );
+    assert!(
+        token_requests(&served)
+            .iter()
+            .filter(|(_, status, _)| *status == 200)
+            .count()
+            >= 2,
+        "{served:?}\n{}",
+        renewed.context()
+    );
+    assert_eq!(snapshot(existing.path()), before, "{}", renewed.context());
 }
 
 #[tokio::test]
