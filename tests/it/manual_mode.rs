@@ -455,6 +455,79 @@ async fn http01_instructions_give_url_file_and_content() {
     .await;
 }
 
+/// Reads the http-01 instructions on the terminal, serves what they say through
+/// challtestsrv and presses Enter.
+async fn follow_http01_instructions(pebble: &Pebble, run: &mut TerminalRun, domain: &str) {
+    let screen = run.wait_for(PROMPT).await;
+    let prefix = format!("  http://{domain}/.well-known/acme-challenge/");
+    let token = screen
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no URL line\n{screen}"))
+        .to_owned();
+    let content = labelled(&screen, "content:").to_owned();
+    pebble.add_http01(&token, &content).await;
+    run.type_keys(b"\r");
+}
+
+#[tokio::test]
+async fn a_manual_certificate_renews_at_a_terminal_and_not_from_a_timer() {
+    let pebble = Pebble::builder().authz_reuse_percent(0).start().await;
+    let config = config_dir();
+    let domain = "again.manual.test";
+    let mut run = TerminalRun::spawn(&manual_args(&pebble, config.path(), &["-d", domain]), b"");
+    follow_http01_instructions(&pebble, &mut run, domain).await;
+    run.finish().await.assert_exit(0);
+    let live = config.path().join("live").join(domain).join("cert.pem");
+    let renew_args: Vec<OsString> = vec![
+        "--config-dir".into(),
+        config.path().into(),
+        "renew".into(),
+        "--force".into(),
+    ];
+
+    // From a timer (no terminal): a clear refusal, exit 2, the certificate stays.
+    let output = tokio::process::Command::new("setsid")
+        .arg("--wait")
+        .arg(BINARY)
+        .args(&renew_args)
+        .env_remove("ACME_BRIDGE_CONFIG_DIR")
+        .env_remove("ACME_BRIDGE_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(HANG_GUARD, output)
+        .await
+        .expect("acme-bridge exits")
+        .expect("run setsid acme-bridge");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("needs a terminal") && stderr.contains(domain),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_link(&live).expect("a link"),
+        Path::new(&format!("../../archive/{domain}/cert1.pem"))
+    );
+
+    // At a terminal: the same instructions, and a renewed certificate.
+    let mut run = TerminalRun::spawn(&renew_args, b"");
+    follow_http01_instructions(&pebble, &mut run, domain).await;
+    let done = run.finish().await;
+    done.assert_exit(0);
+    assert_eq!(
+        std::fs::read_link(&live).expect("a link"),
+        Path::new(&format!("../../archive/{domain}/cert2.pem")),
+        "{}",
+        done.context()
+    );
+    assert_issued(&pebble, config.path(), domain, &[domain]).await;
+}
+
 /// A loopback port nobody listens on right now.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
