@@ -356,3 +356,30 @@ mod tests {
         assert_eq!(err.exit_code(), std::process::ExitCode::from(2));
     }
 }
+
+#[cfg(test)]
+mod readme {
+    use crate::issue::{CertSettings, IssueRequest};
+    use crate::store::CertName;
+
+    /// The example `renewal/NAME.json` in the README is one `renew` can read.
+    #[test]
+    fn the_readme_example_of_renewal_settings_is_readable() {
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find("`renewal/NAME.json` is what `renew` reads")
+            .expect("the README explains renewal/NAME.json");
+        let block = &readme[start..];
+        let json = block
+            .split("```json\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("a JSON example follows");
+        let settings: CertSettings = serde_json::from_str(json).expect("the example parses");
+        let name = CertName::new("example.com").unwrap();
+        let request = IssueRequest::from_settings(&name, &settings).expect("renew can use it");
+        assert_eq!(request.mode.name(), "handler");
+        assert!(request.hooks.deploy_hook.is_some());
+        assert!(request.options.dns_check.is_some());
+    }
+}
