@@ -47,14 +47,19 @@ step_test() {
     # starts its own Pebble and pebble-challtestsrv).
     # shellcheck disable=SC2046
     cargo test $(ab_cargo_locked)
+    # cargo test also built target/debug/acme-bridge, for the integration tests.
+    AB_BINARY_BUILT=1
 }
 
 step_example() {
     # The main job, end to end: a real issuance against a local Pebble, driven by the
     # bundled example consumer.
-    # It reuses the debug binary the test step built instead of a second, release build.
-    # shellcheck disable=SC2046
-    cargo build $(ab_cargo_locked) --bin acme-bridge
+    # It reuses the debug binary the test step built (a plain `cargo build` would
+    # compile the crate again: the test build has the dev-dependencies' features).
+    if [ -z "${AB_BINARY_BUILT:-}" ]; then
+        # shellcheck disable=SC2046
+        cargo build $(ab_cargo_locked) --bin acme-bridge
+    fi
     ACME_BRIDGE_BIN="$(ab_cargo_target_dir)/debug/acme-bridge" bash examples/local-issuance.sh
 }
 
