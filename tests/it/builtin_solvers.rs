@@ -36,8 +36,6 @@ fn temp_dir(prefix: &str) -> TempDir {
 /// `acme-bridge --config-dir CONFIG issue --server … --ca-bundle … --agree-tos EXTRA`.
 fn command(pebble: &Pebble, config: &Path, extra: &[&str]) -> (tokio::process::Command, String) {
     let mut args: Vec<OsString> = vec![
-        "--config-dir".into(),
-        config.into(),
         "issue".into(),
         "--server".into(),
         pebble.directory_url().into(),
@@ -46,6 +44,13 @@ fn command(pebble: &Pebble, config: &Path, extra: &[&str]) -> (tokio::process::C
         "--agree-tos".into(),
     ];
     args.extend(extra.iter().map(OsString::from));
+    command_with(config, args)
+}
+
+/// `acme-bridge --config-dir CONFIG ARGS…` with stdin closed.
+fn command_with(config: &Path, args: Vec<OsString>) -> (tokio::process::Command, String) {
+    let mut args = args;
+    args.splice(0..0, [OsString::from("--config-dir"), config.into()]);
     let mut command = tokio::process::Command::new(BINARY);
     command
         .args(&args)
@@ -113,19 +118,9 @@ async fn run_bridge(pebble: &Pebble, config: &Path, extra: &[&str]) -> Run {
 /// Runs `acme-bridge --config-dir CONFIG renew --force NAME` to completion: the mode
 /// and its addresses or document root come from what the issuance stored.
 async fn renew(config: &Path, name: &str) -> Run {
-    let args = ["renew", "--force", name];
-    let mut command = tokio::process::Command::new(BINARY);
-    command
-        .arg("--config-dir")
-        .arg(config)
-        .args(args)
-        .env_remove("ACME_BRIDGE_CONFIG_DIR")
-        .env_remove("ACME_BRIDGE_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    finish(command, format!("{args:?}")).await
+    let args = ["renew", "--force", name].map(OsString::from).to_vec();
+    let (command, args) = command_with(config, args);
+    finish(command, args).await
 }
 
 async fn finish(mut command: tokio::process::Command, args: String) -> Run {

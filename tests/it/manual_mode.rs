@@ -455,6 +455,26 @@ async fn http01_instructions_give_url_file_and_content() {
     .await;
 }
 
+/// Runs acme-bridge in a new session without a controlling terminal, stdin from
+/// /dev/null: like cron or a systemd timer.
+async fn without_a_terminal(args: &[OsString]) -> std::process::Output {
+    let output = tokio::process::Command::new("setsid")
+        .arg("--wait")
+        .arg(BINARY)
+        .args(args)
+        .env_remove("ACME_BRIDGE_CONFIG_DIR")
+        .env_remove("ACME_BRIDGE_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(HANG_GUARD, output)
+        .await
+        .expect("acme-bridge exits")
+        .expect("run setsid acme-bridge")
+}
+
 /// Reads the http-01 instructions on the terminal, serves what they say through
 /// challtestsrv and presses Enter.
 async fn follow_http01_instructions(pebble: &Pebble, run: &mut TerminalRun, domain: &str) {
@@ -488,21 +508,7 @@ async fn a_manual_certificate_renews_at_a_terminal_and_not_from_a_timer() {
     ];
 
     // From a timer (no terminal): a clear refusal, exit 2, the certificate stays.
-    let output = tokio::process::Command::new("setsid")
-        .arg("--wait")
-        .arg(BINARY)
-        .args(&renew_args)
-        .env_remove("ACME_BRIDGE_CONFIG_DIR")
-        .env_remove("ACME_BRIDGE_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(HANG_GUARD, output)
-        .await
-        .expect("acme-bridge exits")
-        .expect("run setsid acme-bridge");
+    let output = without_a_terminal(&renew_args).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
@@ -771,22 +777,7 @@ async fn without_a_terminal_it_exits_2_before_any_order() {
         config.path(),
         &["-d", "noterm.manual.test", "--challenge", "dns-01"],
     );
-    // A new session without a controlling terminal, stdin from /dev/null: like cron.
-    let output = tokio::process::Command::new("setsid")
-        .arg("--wait")
-        .arg(BINARY)
-        .args(&args)
-        .env_remove("ACME_BRIDGE_CONFIG_DIR")
-        .env_remove("ACME_BRIDGE_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(HANG_GUARD, output)
-        .await
-        .expect("acme-bridge exits")
-        .expect("run setsid acme-bridge");
+    let output = without_a_terminal(&args).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
 
     assert_eq!(output.status.code(), Some(2), "{stderr}");
