@@ -45,13 +45,6 @@ impl Interrupt {
         Ok(Self(rx))
     }
 
-    /// One that never fires (tests, and work that must not be cut short).
-    pub fn never() -> Self {
-        let (tx, rx) = watch::channel(None);
-        std::mem::forget(tx);
-        Self(rx)
-    }
-
     /// Waits for a signal; returns its name.
     pub async fn signalled(&mut self) -> &'static str {
         match self.0.wait_for(Option::is_some).await {
