@@ -451,17 +451,9 @@ impl Session {
             Some(der) => Some(certificate_id(der)?),
             None => None,
         };
-        let mut new_order = NewOrder::new(&identifiers);
-        if let Some(profile) = &options.profile {
-            new_order = new_order.profile(profile);
-        }
-        if let Some(id) = &replaces {
-            new_order = new_order.replaces(id.clone());
-        }
-        let created = retry(&self.transport, "creating the order", async || {
-            self.account.new_order(&new_order).await
-        })
-        .await;
+        let created = self
+            .place_order(&identifiers, options, replaces.as_ref())
+            .await;
         let order = match created {
             // instant-acme insists that the CA echo `replaces`; a CA that ignores the
             // field (RFC 9773 makes echoing optional in practice) still gave us an order,
@@ -470,7 +462,7 @@ impl Session {
                 if replaces.is_some() && detail.contains(REPLACES_MISMATCH) =>
             {
                 tracing::warn!("the CA ignored `replaces`; ordering without it");
-                self.new_order_plain(&identifiers, options).await?
+                self.place_order(&identifiers, options, None).await?
             }
             // The old certificate was replaced already (a renewal the CA completed but
             // we could not store, say): RFC 9773 §5 — order again without `replaces`
@@ -481,7 +473,7 @@ impl Session {
                 tracing::warn!(
                     "the CA says the certificate was already replaced ({problem}); ordering without `replaces`"
                 );
-                self.new_order_plain(&identifiers, options).await?
+                self.place_order(&identifiers, options, None).await?
             }
             other => other?,
         };
@@ -494,18 +486,22 @@ impl Session {
         })
     }
 
-    /// `newOrder` without `replaces`.
-    async fn new_order_plain(
+    /// One `newOrder`, with the profile asked for and `replaces` when given.
+    async fn place_order(
         &self,
         identifiers: &[Identifier],
         options: &OrderOptions,
+        replaces: Option<&instant_acme::CertificateIdentifier<'static>>,
     ) -> Result<instant_acme::Order, AcmeError> {
-        let mut plain = NewOrder::new(identifiers);
+        let mut new_order = NewOrder::new(identifiers);
         if let Some(profile) = &options.profile {
-            plain = plain.profile(profile);
+            new_order = new_order.profile(profile);
+        }
+        if let Some(id) = replaces {
+            new_order = new_order.replaces(id.clone());
         }
         retry(&self.transport, "creating the order", async || {
-            self.account.new_order(&plain).await
+            self.account.new_order(&new_order).await
         })
         .await
     }
